@@ -1,0 +1,2 @@
+//! The `a3kv` binary.
+fn main() {}
