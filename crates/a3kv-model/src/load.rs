@@ -1,0 +1,152 @@
+//! Entry point for loading a model + tokenizer from a GGUF file or an HF directory.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+use crate::chat::ChatTemplate;
+use crate::fingerprint::FingerprintBuilder;
+use crate::tokenizer::{tokenizer_from_file, tokenizer_from_gguf, ModelTokenizer};
+use crate::weights::ModelWeights;
+use crate::{Model, ModelError, Result};
+
+/// How to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Compute dtype (f32 on CPU; f16/bf16 optional).
+    pub dtype: DType,
+    /// Device.
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// A model and its tokenizer.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    /// The transformer.
+    pub model: Model,
+    /// Its tokenizer, chat template and stop tokens.
+    pub tokenizer: ModelTokenizer,
+    /// Where it was loaded from.
+    pub source: PathBuf,
+}
+
+/// Loads a GGUF file (`*.gguf`) or an HF directory (`config.json` + `*.safetensors`
+/// [+ `tokenizer.json`]). Errors name the path and the problem.
+pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    if !path.exists() {
+        return Err(ModelError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        });
+    }
+    let mut fp = FingerprintBuilder::default();
+    fp.bytes("dtype", opts.dtype.as_str().as_bytes());
+    let (config, tensors, tokenizer) = if path.is_dir() {
+        let hf = crate::hf::read_hf_dir(path, &opts.device)?;
+        for f in &hf.files {
+            fp.file(f)?;
+        }
+        let tok_path = path.join("tokenizer.json");
+        let tok = tokenizer_from_file(&tok_path)?;
+        let jinja = std::fs::read_to_string(path.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| {
+                v.get("chat_template")
+                    .and_then(|t| t.as_str().map(String::from))
+            });
+        let template = ChatTemplate::detect(jinja.as_deref(), hf.config.family);
+        let mut stops = hf.eos_ids.clone();
+        for s in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>"] {
+            if let Some(id) = tok.token_to_id(s) {
+                stops.push(id);
+            }
+        }
+        stops.sort_unstable();
+        stops.dedup();
+        let mt = ModelTokenizer::new(tok, template, stops);
+        (hf.config, hf.tensors, mt)
+    } else {
+        let g = crate::gguf::read_gguf(path, &opts.device)?;
+        fp.file(path)?;
+        let tok = if let Some(p) = path
+            .parent()
+            .map(|d| d.join("tokenizer.json"))
+            .filter(|p| p.exists())
+        {
+            tokenizer_from_file(&p)?
+        } else {
+            tokenizer_from_gguf(&g.tokenizer)?
+        };
+        let template = ChatTemplate::detect(g.tokenizer.chat_template.as_deref(), g.config.family);
+        let mut stops: Vec<u32> = g.tokenizer.eos_token_id.into_iter().collect();
+        let stop_text: &[&str] = match template {
+            ChatTemplate::ChatMl { .. } => &["<|im_end|>", "<|endoftext|>"],
+            ChatTemplate::Llama3 => &["<|eot_id|>", "<|end_of_text|>"],
+            ChatTemplate::Mistral => &["</s>"],
+        };
+        for s in stop_text {
+            if let Some(id) = tok.token_to_id(s) {
+                stops.push(id);
+            }
+        }
+        stops.sort_unstable();
+        stops.dedup();
+        (
+            g.config,
+            g.tensors,
+            ModelTokenizer::new(tok, template, stops),
+        )
+    };
+    fp.bytes("tokenizer", &tokenizer.identity_bytes());
+    let weights = ModelWeights::build(&config, tensors, opts.dtype)?;
+    let model = Model::new(
+        config,
+        weights,
+        opts.dtype,
+        opts.device.clone(),
+        fp.finish(),
+    )?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        source: path.to_path_buf(),
+    })
+}
+
+/// Where the default model lives: `$A3KV_MODEL`, else `models/SmolLM2-135M-Instruct.Q4_1.gguf`
+/// under `$A3KV_HOME` or the current directory or any of its parents.
+pub fn default_model_path() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("A3KV_MODEL") {
+        return Some(PathBuf::from(p));
+    }
+    const REL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    if let Ok(home) = std::env::var("A3KV_HOME") {
+        let p = Path::new(&home).join(REL);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    let mut dir = std::env::current_dir().ok();
+    while let Some(d) = dir {
+        let p = d.join(REL);
+        if p.exists() {
+            return Some(p);
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    None
+}
+
+/// What to tell a user whose default model is missing.
+pub const MISSING_MODEL_HINT: &str =
+    "default model not found: run `scripts/fetch-model.sh` from the repository root (or set A3KV_MODEL=/path/to/model.gguf)";

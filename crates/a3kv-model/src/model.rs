@@ -1,0 +1,272 @@
+//! The transformer and its layer- and row-level API.
+//!
+//! Everything above this crate drives the model through these pieces: [`Model::embed`],
+//! [`Model::layer_qkv`] (pre-RoPE q/k/v of chosen rows), [`Model::rope`] (rotate to any
+//! global positions), [`Model::layer_attention`] (chosen query rows over a supplied K/V,
+//! causal by true position), [`Model::layer_mlp`], and [`Model::logits`] on chosen rows.
+//! [`Model::prefill`] and [`Model::decode_step`] are built from the same pieces.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::attention::causal_attention;
+use crate::kv::{KvCache, LayerKv};
+use crate::rope::Rope;
+use crate::weights::ModelWeights;
+use crate::{Fingerprint, ModelConfig, ModelError, Result};
+
+/// Pre-RoPE projections of some rows at one layer.
+#[derive(Debug, Clone)]
+pub struct Qkv {
+    /// Queries `[H, n, d]`, before RoPE.
+    pub q: Tensor,
+    /// Keys `[H_kv, n, d]`, before RoPE.
+    pub k: Tensor,
+    /// Values `[H_kv, n, d]`.
+    pub v: Tensor,
+}
+
+/// Output of a prefill.
+#[derive(Debug, Clone)]
+pub struct PrefillOutput {
+    /// Logits of the last row, `[V]`, f32.
+    pub logits: Tensor,
+    /// The sequence's KV cache (post-RoPE keys).
+    pub cache: KvCache,
+    /// Pre-RoPE keys per layer `[H_kv, n, d]`, when asked for (chunk precompute).
+    pub pre_rope_keys: Option<Vec<Tensor>>,
+}
+
+/// A loaded transformer. Immutable: caches are passed in, never owned.
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: ModelConfig,
+    weights: ModelWeights,
+    rope: Rope,
+    dtype: DType,
+    device: Device,
+    fingerprint: Fingerprint,
+}
+
+impl Model {
+    /// Assembles a model from built weights.
+    pub fn new(
+        config: ModelConfig,
+        weights: ModelWeights,
+        dtype: DType,
+        device: Device,
+        fingerprint: Fingerprint,
+    ) -> Result<Self> {
+        config.validate()?;
+        let rope = Rope::new(
+            config.head_dim,
+            config.rope_theta,
+            config.max_position,
+            config.rope_interleaved,
+            &device,
+        )?;
+        Ok(Self {
+            config,
+            weights,
+            rope,
+            dtype,
+            device,
+            fingerprint,
+        })
+    }
+
+    /// Hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Compute dtype of weights, activations and KV.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Stable identity of weights + dtype + tokenizer.
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    /// Number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.config.num_layers
+    }
+
+    /// RoPE tables (re-positioning of cached pre-RoPE keys goes through this).
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        if let Some(&id) = ids.iter().find(|&&i| i as usize >= self.config.vocab_size) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                vocab_size: self.config.vocab_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_layer(&self, layer: usize) -> Result<&crate::weights::LayerWeights> {
+        self.weights.layers.get(layer).ok_or_else(|| {
+            ModelError::BadArgument(format!(
+                "layer {layer} out of range ({} layers)",
+                self.config.num_layers
+            ))
+        })
+    }
+
+    /// Embeds token ids: `[n, D]`. Errors on an empty list or an id outside the vocabulary.
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        self.check_ids(ids)?;
+        let idx = Tensor::from_slice(ids, ids.len(), &self.device)?;
+        Ok(self.weights.embed_tokens.index_select(&idx, 0)?)
+    }
+
+    /// Input norm and q/k/v projections of `hidden` `[n, D]` at `layer`; nothing is rotated.
+    pub fn layer_qkv(&self, layer: usize, hidden: &Tensor) -> Result<Qkv> {
+        let w = self.check_layer(layer)?;
+        let c = &self.config;
+        let (n, _) = hidden.dims2()?;
+        let x = candle_nn::ops::rms_norm(hidden, &w.input_layernorm, c.rms_norm_eps as f32)?;
+        let mut qkv = x.matmul(&w.qkv_proj_t)?;
+        if let Some(b) = &w.qkv_bias {
+            qkv = qkv.broadcast_add(b)?;
+        }
+        let (hd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let split = |start: usize, len: usize, heads: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(1, start, len)?
+                .reshape((n, heads, c.head_dim))?
+                .transpose(0, 1)?
+                .contiguous()?)
+        };
+        Ok(Qkv {
+            q: split(0, hd, c.num_heads)?,
+            k: split(hd, kvd, c.num_kv_heads)?,
+            v: split(hd + kvd, kvd, c.num_kv_heads)?,
+        })
+    }
+
+    /// Attention of query rows `q` `[H, n, d]` (rotated, at `q_pos`) over `k`/`v`
+    /// `[H_kv, m, d]` (rotated keys at non-decreasing `k_pos`), causal by true position,
+    /// then the output projection: returns `[n, D]` (the attention branch, not yet added
+    /// to the residual).
+    pub fn layer_attention(
+        &self,
+        layer: usize,
+        q: &Tensor,
+        q_pos: &[u32],
+        k: &Tensor,
+        v: &Tensor,
+        k_pos: &[u32],
+    ) -> Result<Tensor> {
+        let w = self.check_layer(layer)?;
+        let a = causal_attention(q, q_pos, k, v, k_pos)?;
+        Ok(a.matmul(&w.o_proj_t)?)
+    }
+
+    /// Residual add of the attention branch, then the MLP block with its residual:
+    /// `h = hidden + attn; h + down(silu(gate(norm h)) * up(norm h))`. `[n, D]` in and out.
+    pub fn layer_mlp(&self, layer: usize, hidden: &Tensor, attn: &Tensor) -> Result<Tensor> {
+        let w = self.check_layer(layer)?;
+        let c = &self.config;
+        let h = (hidden + attn)?;
+        let x = candle_nn::ops::rms_norm(&h, &w.post_attention_layernorm, c.rms_norm_eps as f32)?;
+        let gu = x.matmul(&w.gate_up_proj_t)?;
+        let i = c.intermediate_size;
+        let act = (gu.narrow(1, 0, i)?.silu()? * gu.narrow(1, i, i)?)?;
+        Ok((h + act.matmul(&w.down_proj_t)?)?)
+    }
+
+    /// Final norm and LM head on `hidden` rows `[n, D]`: logits `[n, V]` in f32.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let x =
+            candle_nn::ops::rms_norm(hidden, &self.weights.norm, self.config.rms_norm_eps as f32)?;
+        Ok(x.matmul(&self.weights.lm_head.t()?)?.to_dtype(DType::F32)?)
+    }
+
+    /// Checks that `n` tokens at `start_pos` fit the context window.
+    pub fn check_context(&self, start_pos: usize, n: usize) -> Result<()> {
+        if start_pos + n > self.config.max_position {
+            return Err(ModelError::ContextOverflow {
+                tokens: start_pos + n,
+                limit: self.config.max_position,
+            });
+        }
+        Ok(())
+    }
+
+    /// Full causal prefill of `ids` at positions `start_pos..`. With `keep_pre_rope` the
+    /// pre-RoPE keys of every layer are returned too (what a chunk cache stores).
+    pub fn prefill(
+        &self,
+        ids: &[u32],
+        start_pos: u32,
+        keep_pre_rope: bool,
+    ) -> Result<PrefillOutput> {
+        self.check_ids(ids)?;
+        self.check_context(start_pos as usize, ids.len())?;
+        let pos: Vec<u32> = (start_pos..start_pos + ids.len() as u32).collect();
+        let mut h = self.embed(ids)?;
+        let mut layers = Vec::with_capacity(self.num_layers());
+        let mut pre = keep_pre_rope.then(Vec::new);
+        for l in 0..self.num_layers() {
+            let qkv = self.layer_qkv(l, &h)?;
+            let q = self.rope.apply(&qkv.q, &pos)?;
+            let k = self.rope.apply(&qkv.k, &pos)?;
+            let a = self.layer_attention(l, &q, &pos, &k, &qkv.v, &pos)?;
+            h = self.layer_mlp(l, &h, &a)?;
+            if let Some(p) = pre.as_mut() {
+                p.push(qkv.k);
+            }
+            layers.push(LayerKv::new(k, qkv.v)?);
+        }
+        let last = h.narrow(0, ids.len() - 1, 1)?;
+        let logits = self.logits(&last)?.squeeze(0)?;
+        Ok(PrefillOutput {
+            logits,
+            cache: KvCache::new(layers, pos)?,
+            pre_rope_keys: pre,
+        })
+    }
+
+    /// One decode step: appends token `id` at the cache's next position, returns its
+    /// logits `[V]` (f32).
+    pub fn decode_step(&self, id: u32, cache: &mut KvCache) -> Result<Tensor> {
+        self.check_ids(&[id])?;
+        if cache.layers.len() != self.num_layers() {
+            return Err(ModelError::BadArgument(format!(
+                "cache has {} layers, model {}",
+                cache.layers.len(),
+                self.num_layers()
+            )));
+        }
+        let p = cache.next_position();
+        self.check_context(p as usize, 1)?;
+        cache.positions.push(p);
+        let pos = [p];
+        let mut h = self.embed(&[id])?;
+        for l in 0..self.num_layers() {
+            let qkv = self.layer_qkv(l, &h)?;
+            let q = self.rope.apply(&qkv.q, &pos)?;
+            let k = self.rope.apply(&qkv.k, &pos)?;
+            let lkv = &mut cache.layers[l];
+            lkv.append(&k, &qkv.v)?;
+            let (kk, vv) = (lkv.k()?, lkv.v()?);
+            let a = self.layer_attention(l, &q, &pos, &kk, &vv, &cache.positions)?;
+            h = self.layer_mlp(l, &h, &a)?;
+        }
+        Ok(self.logits(&h)?.squeeze(0)?)
+    }
+}
