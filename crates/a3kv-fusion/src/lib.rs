@@ -1,1 +1,23 @@
-//! a3kv fusion engine.
+//! a3kv fusion engine: chunk KV precompute, the fused prefill (A^3 and its baselines
+//! `full`, `reuse`, `cacheblend`, `epic`), eviction, and decoding over the fused cache.
+//!
+//! Pure and synchronous over the model's layer API; no I/O. A^3's scoring is in [`a3`];
+//! the fused prefill every method shares is in [`fuse`].
+
+pub mod a3;
+pub mod chunk;
+pub mod decode;
+pub mod error;
+pub mod evict;
+pub mod fuse;
+pub mod prompt;
+pub mod report;
+pub mod selection;
+
+pub use chunk::{precompute_chunk, ChunkId, ChunkKv};
+pub use decode::{generate, FinishReason, Generation};
+pub use error::{FusionError, Result};
+pub use fuse::{full_prefill, fused_prefill, CachedLayers, FusedPrefill, FusionRun, PromptCache};
+pub use prompt::{split_ids, RagParts, RagPrompt, Segment, SegmentKind};
+pub use report::FusionReport;
+pub use selection::{budget_k, Budget, Eviction, FusionParams, Method};

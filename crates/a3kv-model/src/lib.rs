@@ -18,6 +18,7 @@ pub mod load;
 pub mod model;
 pub mod rope;
 pub mod sampling;
+pub mod testing;
 pub mod tokenizer;
 pub mod weights;
 

@@ -1,0 +1,499 @@
+//! The fused prefill (DESIGN.md §1.2 steps 1–5) for every method, as a sequence of steps
+//! so a pipeline can interleave them with cache loading:
+//! [`FusionRun::new`] → [`FusionRun::run_check`] (exact layers + check layer + selection,
+//! needs no cached K) → [`FusionRun::run_layer`] for each later layer as its cached KV
+//! arrives → [`FusionRun::finish`]. [`fused_prefill`] runs them all on in-memory chunks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use a3kv_model::{KvCache, LayerKv, Model, Tensor};
+
+use crate::a3::a3_scores;
+use crate::chunk::{precompute_chunk, ChunkKv};
+use crate::evict::evict;
+use crate::prompt::RagPrompt;
+use crate::report::FusionReport;
+use crate::selection::{
+    budget_k, chunk_starts, normalise, select_with_sinks, v_deviation, FusionParams, Method,
+};
+use crate::{FusionError, Result};
+
+/// The cached, not yet re-positioned KV of a whole prompt at one layer.
+pub trait CachedLayers {
+    /// Pre-RoPE keys and values `[H_kv, T, d]` of layer `l` over all prompt rows
+    /// (question rows, which have no cache, may hold anything).
+    fn layer(&self, l: usize) -> Result<(Tensor, Tensor)>;
+}
+
+/// Prefix + chunk caches of one prompt, in row order.
+#[derive(Debug, Clone)]
+pub struct PromptCache {
+    /// Prefix KV (`None` for an empty prefix).
+    pub prefix: Option<Arc<ChunkKv>>,
+    /// One cache per chunk segment.
+    pub chunks: Vec<Arc<ChunkKv>>,
+    /// Question rows `Q` (filled with zeros).
+    pub question_len: usize,
+}
+
+impl PromptCache {
+    /// Checks the caches against the prompt's segments and the model.
+    pub fn check(&self, model: &Model, prompt: &RagPrompt) -> Result<()> {
+        let segs: Vec<_> = prompt.chunks().collect();
+        if segs.len() != self.chunks.len() {
+            return Err(FusionError::ChunkMismatch(format!(
+                "{} chunk caches for {} chunks",
+                self.chunks.len(),
+                segs.len()
+            )));
+        }
+        for (s, c) in segs.iter().zip(&self.chunks) {
+            if c.token_ids != prompt.segment_ids(s) {
+                return Err(FusionError::ChunkMismatch(format!(
+                    "chunk {} holds other tokens than its segment",
+                    c.id
+                )));
+            }
+            c.check(model)?;
+        }
+        let p = prompt.prefix_len();
+        match &self.prefix {
+            Some(c) if c.token_ids != prompt.ids[..p] => {
+                return Err(FusionError::ChunkMismatch("prefix cache differs".into()))
+            }
+            Some(c) => c.check(model)?,
+            None if p > 0 => return Err(FusionError::ChunkMismatch("prefix cache missing".into())),
+            None => {}
+        }
+        if self.question_len != prompt.question_len() {
+            return Err(FusionError::ChunkMismatch("question length differs".into()));
+        }
+        Ok(())
+    }
+}
+
+impl CachedLayers for PromptCache {
+    fn layer(&self, l: usize) -> Result<(Tensor, Tensor)> {
+        let parts = self.prefix.iter().chain(&self.chunks);
+        let mut ks: Vec<Tensor> = Vec::new();
+        let mut vs: Vec<Tensor> = Vec::new();
+        for c in parts {
+            ks.push(c.keys[l].clone());
+            vs.push(c.values[l].clone());
+        }
+        let like = ks
+            .first()
+            .ok_or_else(|| FusionError::ChunkMismatch("no cached rows".into()))?;
+        let (hkv, _, d) = like.dims3()?;
+        let z = Tensor::zeros((hkv, self.question_len, d), like.dtype(), like.device())?;
+        ks.push(z.clone());
+        vs.push(z);
+        Ok((Tensor::cat(&ks, 1)?, Tensor::cat(&vs, 1)?))
+    }
+}
+
+/// Overwrites rows `rows` (ascending) of `base` `[H, T, d]` with `src` `[H, |rows|, d]`.
+pub fn scatter_rows(base: &Tensor, rows: &[u32], src: &Tensor) -> Result<Tensor> {
+    let (h, t, d) = base.dims3()?;
+    let (sh, r, sd) = src.dims3()?;
+    if (sh, sd, r) != (h, d, rows.len()) || rows.iter().any(|&i| i as usize >= t) {
+        return Err(FusionError::InvalidParameter(format!(
+            "scatter {:?} rows into {:?}",
+            src.dims(),
+            base.dims()
+        )));
+    }
+    let dtype = base.dtype();
+    let mut b: Vec<f32> = base
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    let s: Vec<f32> = src
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    for hh in 0..h {
+        for (j, &row) in rows.iter().enumerate() {
+            let dst = (hh * t + row as usize) * d;
+            let from = (hh * r + j) * d;
+            b[dst..dst + d].copy_from_slice(&s[from..from + d]);
+        }
+    }
+    Ok(Tensor::from_vec(b, (h, t, d), base.device())?.to_dtype(dtype)?)
+}
+
+/// Result of a fused prefill.
+#[derive(Debug, Clone)]
+pub struct FusedPrefill {
+    /// Logits of the last prompt row `[V]` (f32).
+    pub logits: Tensor,
+    /// The fused KV cache (post-RoPE), ready for decoding.
+    pub cache: KvCache,
+    /// Accounting and timings.
+    pub report: FusionReport,
+}
+
+/// A fused prefill in progress.
+pub struct FusionRun<'m> {
+    model: &'m Model,
+    prompt: RagPrompt,
+    params: FusionParams,
+    positions: Vec<u32>,
+    check_layer: usize,
+    /// Selected rows `I` (global, ascending; question included).
+    rows: Vec<u32>,
+    /// Hidden states of rows `I` after the last finished layer.
+    hidden: Option<Tensor>,
+    layers: Vec<LayerKv>,
+    question_q: Vec<Tensor>,
+    fixed_selection: Option<Vec<usize>>,
+    next_layer: usize,
+    report: FusionReport,
+    started: Instant,
+}
+
+impl<'m> FusionRun<'m> {
+    /// Starts a run; validates the parameters. `full` is handled by [`fused_prefill`].
+    pub fn new(model: &'m Model, prompt: RagPrompt, params: FusionParams) -> Result<Self> {
+        params.validate(model.num_layers())?;
+        model.check_context(0, prompt.len())?;
+        if prompt.question_len() == 0 {
+            return Err(FusionError::EmptyQuestion);
+        }
+        let t = prompt.len();
+        Ok(Self {
+            model,
+            positions: (0..t as u32).collect(),
+            check_layer: params.check_layer(),
+            report: FusionReport {
+                method: params.method.as_str().to_string(),
+                prompt_tokens: t,
+                ..Default::default()
+            },
+            prompt,
+            params,
+            rows: Vec::new(),
+            hidden: None,
+            layers: Vec::new(),
+            question_q: Vec::new(),
+            fixed_selection: None,
+            next_layer: 0,
+            started: Instant::now(),
+        })
+    }
+
+    /// Replaces the method's scores with a fixed set of document rows (document-relative),
+    /// keeping its check layer: for baselines such as a random selection of equal size.
+    pub fn set_fixed_selection(&mut self, doc_rows: Vec<usize>) {
+        self.fixed_selection = Some(doc_rows);
+    }
+
+    /// The check layer: layers `< check` are exact, `check` selects.
+    pub fn check_layer(&self) -> usize {
+        self.check_layer
+    }
+
+    /// Selected rows (global positions, ascending), once [`FusionRun::run_check`] ran.
+    pub fn rows(&self) -> &[u32] {
+        &self.rows
+    }
+
+    fn question_rows(&self) -> Vec<u32> {
+        (self.prompt.doc_range().end as u32..self.prompt.len() as u32).collect()
+    }
+
+    fn set_rows(&mut self, doc_rel: &[usize]) {
+        let p = self.prompt.prefix_len() as u32;
+        let mut rows: Vec<u32> = doc_rel.iter().map(|&j| p + j as u32).collect();
+        rows.extend(self.question_rows());
+        self.rows = rows;
+    }
+
+    /// The static selection of check-layer-0 methods (no scores needed).
+    fn static_selection(&self) -> Vec<usize> {
+        let k = budget_k(self.params.budget, &self.prompt);
+        match self.params.method {
+            Method::Epic => chunk_starts(&self.prompt, self.params.epic_tokens),
+            Method::Reuse => chunk_starts(&self.prompt, self.params.sink_tokens)
+                .into_iter()
+                .take(k)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Runs the exact layers `0..check` over all rows and the check layer's q/k/v, then
+    /// selects rows `I`. `cached` is read only for CacheBlend's deviation (V at the check
+    /// layer); methods with check layer 0 select statically and read nothing.
+    pub fn run_check(&mut self, cached: &dyn CachedLayers) -> Result<()> {
+        let t0 = Instant::now();
+        let model = self.model;
+        let c = self.check_layer;
+        if c == 0 || !matches!(self.params.method, Method::A3 | Method::CacheBlend) {
+            // Reuse / EPIC (or any method forced to layer 0): rows known up front; layers
+            // 0.. are all selective.
+            let sel = if matches!(self.params.method, Method::A3 | Method::CacheBlend) {
+                return Err(FusionError::InvalidParameter(format!(
+                    "{} needs a check layer >= 1",
+                    self.params.method.as_str()
+                )));
+            } else {
+                self.static_selection()
+            };
+            self.set_rows(&sel);
+            let ids: Vec<u32> = self
+                .rows
+                .iter()
+                .map(|&r| self.prompt.ids[r as usize])
+                .collect();
+            self.hidden = Some(model.embed(&ids)?);
+            self.report.check_secs = t0.elapsed().as_secs_f64();
+            return Ok(());
+        }
+        let pos = self.positions.clone();
+        let mut h = model.embed(&self.prompt.ids)?;
+        for l in 0..c {
+            let qkv = model.layer_qkv(l, &h)?;
+            let q = model.rope().apply(&qkv.q, &pos)?;
+            let k = model.rope().apply(&qkv.k, &pos)?;
+            let a = model.layer_attention(l, &q, &pos, &k, &qkv.v, &pos)?;
+            h = model.layer_mlp(l, &h, &a)?;
+            self.push_question_q(&q)?;
+            self.layers.push(LayerKv::new(k, qkv.v)?);
+        }
+        // Check layer: fresh q/k/v of every row (this layer's cache), then selection.
+        let qkv = model.layer_qkv(c, &h)?;
+        let k = model.rope().apply(&qkv.k, &pos)?;
+        let q_rows_all = qkv.q;
+        let n_doc = self.prompt.doc_range().len();
+        let k_budget = budget_k(self.params.budget, &self.prompt);
+        let ts = Instant::now();
+        let qr = self.question_rows();
+        let q_question = model
+            .rope()
+            .apply(&q_rows_all.narrow(1, qr[0] as usize, qr.len())?, &qr)?;
+        let scores = match self.params.method {
+            Method::A3 => {
+                let a3 = a3_scores(
+                    &q_question,
+                    &k,
+                    self.prompt.prefix_len(),
+                    self.params.pooling_width,
+                )?;
+                match self.params.hybrid_weight {
+                    Some(w) if n_doc > 0 => {
+                        let (_, v_cached) = cached.layer(c)?;
+                        let dev = v_deviation(&qkv.v, &v_cached, &self.prompt)?;
+                        let (a, b) = (normalise(&a3), normalise(&dev));
+                        a.iter()
+                            .zip(&b)
+                            .map(|(x, y)| w * x + (1.0 - w) * y)
+                            .collect()
+                    }
+                    _ => a3,
+                }
+            }
+            _ => {
+                if n_doc > 0 {
+                    let (_, v_cached) = cached.layer(c)?;
+                    v_deviation(&qkv.v, &v_cached, &self.prompt)?
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        let sinks = chunk_starts(&self.prompt, self.params.sink_tokens);
+        let sel = match self.fixed_selection.take() {
+            Some(mut rows) => {
+                rows.retain(|&r| r < n_doc);
+                rows.sort_unstable();
+                rows.dedup();
+                rows
+            }
+            None => select_with_sinks(&scores, k_budget, &sinks),
+        };
+        self.report.selection_secs = ts.elapsed().as_secs_f64();
+        self.set_rows(&sel);
+        // Rows I through the check layer, against every fresh key.
+        let idx = Tensor::from_slice(&self.rows, self.rows.len(), model.device())?;
+        let q_i = model
+            .rope()
+            .apply(&q_rows_all.index_select(&idx, 1)?, &self.rows)?;
+        let a = model.layer_attention(c, &q_i, &self.rows, &k, &qkv.v, &pos)?;
+        let h_i = h.index_select(&idx, 0)?;
+        self.hidden = Some(model.layer_mlp(c, &h_i, &a)?);
+        self.push_question_q(&q_question)?;
+        self.layers.push(LayerKv::new(k, qkv.v)?);
+        self.next_layer = c + 1;
+        self.report.check_secs = t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn push_question_q(&mut self, q_all_or_question: &Tensor) -> Result<()> {
+        if matches!(self.params.eviction, Some(crate::Eviction::SnapKv { .. })) {
+            let qn = self.prompt.question_len();
+            let (_, n, _) = q_all_or_question.dims3()?;
+            self.question_q
+                .push(q_all_or_question.narrow(1, n - qn, qn)?.contiguous()?);
+        }
+        Ok(())
+    }
+
+    /// Runs the next selective layer with its cached KV: q/k/v of rows `I` at their true
+    /// positions, scatter k/v over the re-positioned cache, attention of rows `I` over the
+    /// fused cache, MLP. Errors if called out of order.
+    pub fn run_layer(&mut self, l: usize, cached: &dyn CachedLayers) -> Result<()> {
+        let model = self.model;
+        let Some(h) = self.hidden.take() else {
+            return Err(FusionError::InvalidParameter(
+                "run_check must run first".into(),
+            ));
+        };
+        if l != self.next_layer || l >= model.num_layers() {
+            return Err(FusionError::InvalidParameter(format!(
+                "layer {l} out of order (next is {})",
+                self.next_layer
+            )));
+        }
+        let tr = Instant::now();
+        let (k_pre, v_cached) = cached.layer(l)?;
+        let k_all = model.rope().apply(&k_pre, &self.positions)?;
+        self.report.reposition_secs += tr.elapsed().as_secs_f64();
+        let ts = Instant::now();
+        let qkv = model.layer_qkv(l, &h)?;
+        let q = model.rope().apply(&qkv.q, &self.rows)?;
+        let k = model.rope().apply(&qkv.k, &self.rows)?;
+        let k_f = scatter_rows(&k_all, &self.rows, &k)?;
+        let v_f = scatter_rows(&v_cached, &self.rows, &qkv.v)?;
+        let a = model.layer_attention(l, &q, &self.rows, &k_f, &v_f, &self.positions)?;
+        self.hidden = Some(model.layer_mlp(l, &h, &a)?);
+        self.push_question_q(&q)?;
+        self.layers.push(LayerKv::new(k_f, v_f)?);
+        self.next_layer = l + 1;
+        self.report.selective_secs += ts.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Next layer [`FusionRun::run_layer`] expects.
+    pub fn next_layer(&self) -> usize {
+        self.next_layer
+    }
+
+    /// Logits of the last row, the fused cache (evicted if asked), and the report.
+    pub fn finish(mut self, with_selection: bool) -> Result<FusedPrefill> {
+        let model = self.model;
+        if self.next_layer != model.num_layers() {
+            return Err(FusionError::InvalidParameter(format!(
+                "finish after {} of {} layers",
+                self.next_layer,
+                model.num_layers()
+            )));
+        }
+        let h = self
+            .hidden
+            .take()
+            .ok_or_else(|| FusionError::InvalidParameter("no hidden state".into()))?;
+        let last = h.narrow(0, h.dims()[0] - 1, 1)?;
+        let logits = model.logits(&last)?.squeeze(0)?;
+        let mut cache = KvCache::new(std::mem::take(&mut self.layers), self.positions.clone())?;
+        if let Some(ev) = self.params.eviction {
+            cache = evict(&cache, ev, &self.prompt, &self.question_q)?;
+        }
+        let n_doc = self.prompt.doc_range().len();
+        let q = self.prompt.question_len();
+        let recomputed = self.rows.len() - q;
+        self.report.fresh_tokens = q;
+        self.report.recomputed_tokens = recomputed;
+        self.report.reused_tokens = self.prompt.len() - q - recomputed;
+        self.report.recompute_ratio = if n_doc > 0 {
+            recomputed as f64 / n_doc as f64
+        } else {
+            0.0
+        };
+        if with_selection {
+            self.report.selected_positions = Some(self.rows[..recomputed].to_vec());
+        }
+        self.report.total_secs = self.started.elapsed().as_secs_f64();
+        Ok(FusedPrefill {
+            logits,
+            cache,
+            report: self.report,
+        })
+    }
+}
+
+/// Full prefill of the prompt (the `full` method), reported in the same shape.
+pub fn full_prefill(
+    model: &Model,
+    prompt: &RagPrompt,
+    params: &FusionParams,
+) -> Result<FusedPrefill> {
+    let t0 = Instant::now();
+    let out = model.prefill(&prompt.ids, 0, false)?;
+    let mut cache = out.cache;
+    if let Some(ev) = params.eviction {
+        // Window queries for SnapKV: recompute question-row queries from the cache's view
+        // is not possible without hidden states, so full + SnapKV falls back to streaming.
+        let capacity = match ev {
+            crate::Eviction::SnapKv { capacity, .. } | crate::Eviction::Streaming { capacity } => {
+                capacity
+            }
+        };
+        cache = evict(&cache, crate::Eviction::Streaming { capacity }, prompt, &[])?;
+    }
+    let t = prompt.len();
+    Ok(FusedPrefill {
+        logits: out.logits,
+        cache,
+        report: FusionReport {
+            method: Method::Full.as_str().into(),
+            prompt_tokens: t,
+            fresh_tokens: t,
+            recompute_ratio: 1.0,
+            total_secs: t0.elapsed().as_secs_f64(),
+            ..Default::default()
+        },
+    })
+}
+
+/// Runs a whole fused prefill for `params.method` over in-memory caches. A missing prefix
+/// cache is computed (it is exact at position 0).
+pub fn fused_prefill(
+    model: &Model,
+    prompt: &RagPrompt,
+    prefix: Option<Arc<ChunkKv>>,
+    chunks: &[Arc<ChunkKv>],
+    params: &FusionParams,
+    with_selection: bool,
+) -> Result<FusedPrefill> {
+    if params.method == Method::Full {
+        params.validate(model.num_layers())?;
+        return full_prefill(model, prompt, params);
+    }
+    let p = prompt.prefix_len();
+    if p == 0 && chunks.is_empty() {
+        // Nothing is cached: the question alone is exactly a full prefill.
+        let mut out = full_prefill(model, prompt, params)?;
+        out.report.method = params.method.as_str().into();
+        return Ok(out);
+    }
+    let prefix = match prefix {
+        Some(c) => Some(c),
+        None if p > 0 => Some(precompute_chunk(model, &prompt.ids[..p], None)?),
+        None => None,
+    };
+    let cache = PromptCache {
+        prefix,
+        chunks: chunks.to_vec(),
+        question_len: prompt.question_len(),
+    };
+    cache.check(model, prompt)?;
+    let mut run = FusionRun::new(model, prompt.clone(), params.clone())?;
+    run.run_check(&cache)?;
+    while run.next_layer() < model.num_layers() {
+        let l = run.next_layer();
+        run.run_layer(l, &cache)?;
+    }
+    run.finish(with_selection)
+}
