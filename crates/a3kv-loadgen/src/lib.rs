@@ -1,1 +1,120 @@
-//! a3kv-loadgen
+//! a3kv-loadgen: synthetic RAG traffic against any OpenAI-compatible streaming server.
+//!
+//! A pool of documents (real text from a JSON corpus or synthetic words) is cited by requests
+//! with Zipf popularity; requests arrive open-loop (Poisson or gamma) or closed-loop; each is a
+//! streamed `POST /v1/chat/completions` with the documents in the a3kv `documents` extension
+//! (or inlined). TTFT, TPOT, ITL, E2E, throughput, goodput and errors by kind are reported as a
+//! table and JSON. `--compare` replays the same trace per fusion method; `--sweep-rate` finds
+//! the highest rate meeting the SLO per method.
+//!
+//! The trace is a pure function of the seed (`workload`, `arrival`, `trace`); sending lives in
+//! `client` and `runner`; numbers in `stats`, `report`, `compare`, `sweep`.
+//!
+//! ```no_run
+//! # async fn demo(args: a3kv_loadgen::LoadgenArgs) -> Result<(), a3kv_loadgen::LoadgenError> {
+//! let report = a3kv_loadgen::run(args).await?;
+//! a3kv_loadgen::print_report(&report);
+//! # Ok(()) }
+//! ```
+
+pub mod args;
+pub mod arrival;
+pub mod client;
+pub mod compare;
+pub mod config;
+pub mod corpus;
+pub mod dist;
+pub mod error;
+pub mod record;
+pub mod report;
+pub mod runner;
+pub mod session;
+pub mod sse;
+pub mod stats;
+pub mod sweep;
+pub mod trace;
+pub mod workload;
+pub mod zipf;
+
+use std::sync::Arc;
+
+pub use args::{ArrivalKind, LoadgenArgs};
+pub use arrival::ArrivalProcess;
+pub use compare::CompareReport;
+pub use config::{Mode, ValidConfig};
+pub use dist::LengthDist;
+pub use error::LoadgenError;
+pub use record::{RequestErrorKind, RequestRecord};
+pub use report::{print_report, LoadReport, RunReport};
+pub use stats::{Distribution, RunSummary, Slo};
+pub use sweep::SweepReport;
+pub use trace::{StopRule, Trace};
+pub use workload::{Workload, WorkloadSpec};
+pub use zipf::ZipfSampler;
+
+use corpus::Corpus;
+use session::Session;
+
+/// Runs the load described by `args` and returns the report; writes it to `--out` if given.
+/// Draws a progress bar on stderr (unless `--no-progress` or stderr is not a terminal); does
+/// not print the tables: call [`print_report`].
+///
+/// Bounded in time: every request has `--request-timeout-secs`, and each replay ends at most
+/// `--drain-secs` after sending stops.
+///
+/// Errors: [`LoadgenError::InvalidArgs`] (bad or contradictory flags), corpus errors,
+/// [`LoadgenError::HttpClient`], and report-writing errors. Failed requests are not errors:
+/// they are counted in the report.
+pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
+    let cfg = ValidConfig::from_args(&args)?;
+    let seed = cfg.workload.seed;
+    let (corpus_path, synthetic) = (cfg.corpus.clone(), cfg.synthetic_text);
+    // Reading and splitting a corpus file is blocking work: keep it off the runtime workers.
+    let corpus = tokio::task::spawn_blocking(move || {
+        Corpus::resolve(
+            corpus_path.as_deref(),
+            synthetic,
+            &mut workload::corpus_rng(seed),
+        )
+    })
+    .await
+    .map_err(|e| LoadgenError::InvalidArgs(format!("corpus loader failed: {e}")))??;
+    let workload = Arc::new(Workload::new(cfg.workload.clone(), corpus)?);
+    let settings = report::Settings::new(&cfg, workload.corpus_source());
+    let session = Session {
+        cfg: cfg.clone(),
+        workload,
+    };
+
+    let (runs, compare, sweep) = match &cfg.mode {
+        Mode::Single => {
+            let trace = Trace::generate(cfg.arrival, cfg.stop, seed)?;
+            let method = cfg.client.fusion_method.clone();
+            let label = method.clone().unwrap_or_default();
+            (
+                vec![session.run_once(&trace, method, label).await?],
+                None,
+                None,
+            )
+        }
+        Mode::Compare { methods } => {
+            let trace = Trace::generate(cfg.arrival, cfg.stop, seed)?;
+            let (runs, table) = compare::run_compare(&session, &trace, methods).await?;
+            (runs, Some(table), None)
+        }
+        Mode::Sweep { rates, methods } => {
+            let (runs, table) = sweep::run_sweep(&session, rates, methods).await?;
+            (runs, None, Some(table))
+        }
+    };
+    let report = LoadReport {
+        settings,
+        runs,
+        compare,
+        sweep,
+    };
+    if let Some(path) = &cfg.out {
+        report.write_json(path)?;
+    }
+    Ok(report)
+}

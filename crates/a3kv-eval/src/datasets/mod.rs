@@ -1,0 +1,216 @@
+//! Datasets: `DatasetSpec` (parsed from `hotpotqa`, `needle[:LEN,..]`, `ruler[:LEN,..]`,
+//! `jsonl:PATH`), `load`, which turns a spec into `EvalItem`s, and `data_hash`, which
+//! fingerprints the items for the results record.
+
+pub mod hotpotqa;
+pub mod jsonl;
+pub mod needle;
+pub mod ruler;
+pub mod text;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::EvalError;
+use crate::item::EvalItem;
+pub use needle::NeedleConfig;
+pub use ruler::{RulerConfig, RulerTask};
+pub use text::CountTokens;
+
+/// Which data set to evaluate on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatasetSpec {
+    /// HotpotQA dev distractor (`data_dir/hotpotqa.json`), in file order.
+    HotpotQa,
+    /// Needle in a haystack over `data_dir/PaulGrahamEssays.json`.
+    Needle(NeedleConfig),
+    /// RULER tasks generated from the seed (needs no data files).
+    Ruler(RulerConfig),
+    /// A JSONL file (path relative to the working directory, not to `data_dir`).
+    Jsonl(PathBuf),
+}
+
+fn parse_lengths(spec: &str, list: &str) -> Result<Vec<usize>, EvalError> {
+    let invalid = |message: String| EvalError::InvalidSpec {
+        spec: spec.to_string(),
+        message,
+    };
+    let lengths = list
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| invalid(format!("{s:?} is not a positive token count")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(lengths)
+}
+
+impl FromStr for DatasetSpec {
+    type Err = EvalError;
+
+    /// Parses `hotpotqa`, `needle`, `needle:512,1024`, `ruler`, `ruler:1024,4096` or
+    /// `jsonl:PATH`. Errors: `UnknownDataset` for other names, `InvalidSpec` for bad lengths
+    /// or an empty path.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, arg) = match s.split_once(':') {
+            Some((name, arg)) => (name, Some(arg)),
+            None => (s, None),
+        };
+        match (name, arg) {
+            ("hotpotqa", None) => Ok(DatasetSpec::HotpotQa),
+            ("needle", None) => Ok(DatasetSpec::Needle(NeedleConfig::default())),
+            ("needle", Some(list)) => Ok(DatasetSpec::Needle(NeedleConfig {
+                lengths_tokens: parse_lengths(s, list)?,
+                ..NeedleConfig::default()
+            })),
+            ("ruler", None) => Ok(DatasetSpec::Ruler(RulerConfig::default())),
+            ("ruler", Some(list)) => Ok(DatasetSpec::Ruler(RulerConfig {
+                lengths_tokens: parse_lengths(s, list)?,
+                ..RulerConfig::default()
+            })),
+            ("jsonl", Some(path)) if !path.is_empty() => Ok(DatasetSpec::Jsonl(path.into())),
+            ("jsonl", _) => Err(EvalError::InvalidSpec {
+                spec: s.to_string(),
+                message: "expected jsonl:PATH".into(),
+            }),
+            ("hotpotqa", Some(_)) => Err(EvalError::InvalidSpec {
+                spec: s.to_string(),
+                message: "hotpotqa takes no parameters".into(),
+            }),
+            _ => Err(EvalError::UnknownDataset(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for DatasetSpec {
+    /// The canonical spec string (parses back to an equal spec for the default configs).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let join = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        match self {
+            DatasetSpec::HotpotQa => write!(f, "hotpotqa"),
+            DatasetSpec::Needle(cfg) => write!(f, "needle:{}", join(&cfg.lengths_tokens)),
+            DatasetSpec::Ruler(cfg) => write!(f, "ruler:{}", join(&cfg.lengths_tokens)),
+            DatasetSpec::Jsonl(path) => write!(f, "jsonl:{}", path.display()),
+        }
+    }
+}
+
+/// Loads or generates the items of `spec`: at most `limit` of them, the same ones for the
+/// same seed and data. `count_tokens` measures text in the model's tokens (needle and RULER
+/// lengths are in those tokens).
+///
+/// Errors: `DataMissing` (run `scripts/fetch-data.sh`) when a data file is absent, `Json`,
+/// `JsonlLine`, `MissingAnswers` for malformed data, `Generation` for impossible settings.
+pub fn load(
+    spec: &DatasetSpec,
+    data_dir: &Path,
+    limit: Option<usize>,
+    seed: u64,
+    count_tokens: CountTokens<'_>,
+) -> Result<Vec<EvalItem>, EvalError> {
+    let mut items = match spec {
+        DatasetSpec::HotpotQa => hotpotqa::load(data_dir, limit)?,
+        DatasetSpec::Needle(cfg) => needle::load(data_dir, cfg, count_tokens)?,
+        DatasetSpec::Ruler(cfg) => ruler::generate(cfg, seed, limit, count_tokens)?,
+        DatasetSpec::Jsonl(path) => jsonl::load(path, limit)?,
+    };
+    if let Some(limit) = limit {
+        items.truncate(limit);
+    }
+    Ok(items)
+}
+
+/// Hex SHA-256 over the items' canonical JSON, one item per line, in order: equal hashes mean
+/// the same questions, documents, answers, scorers and tags.
+pub fn data_hash(items: &[EvalItem]) -> Result<String, EvalError> {
+    let mut hasher = Sha256::new();
+    for item in items {
+        hasher.update(serde_json::to_vec(item)?);
+        hasher.update(b"\n");
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text::whitespace_tokens;
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_print() {
+        assert_eq!(
+            "hotpotqa".parse::<DatasetSpec>().unwrap(),
+            DatasetSpec::HotpotQa
+        );
+        let needle: DatasetSpec = "needle:512, 1024".parse().unwrap();
+        match &needle {
+            DatasetSpec::Needle(cfg) => assert_eq!(cfg.lengths_tokens, vec![512, 1024]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(needle.to_string(), "needle:512,1024");
+        let ruler: DatasetSpec = "ruler".parse().unwrap();
+        assert_eq!(ruler.to_string().parse::<DatasetSpec>().unwrap(), ruler);
+        assert_eq!(
+            "jsonl:a/b.jsonl".parse::<DatasetSpec>().unwrap(),
+            DatasetSpec::Jsonl("a/b.jsonl".into())
+        );
+    }
+
+    #[test]
+    fn bad_specs_have_clear_errors() {
+        let err = "squadv3".parse::<DatasetSpec>().unwrap_err();
+        assert_eq!(err.kind(), "unknown_dataset");
+        assert!(err.to_string().contains("hotpotqa"), "{err}");
+        assert_eq!(
+            "jsonl:".parse::<DatasetSpec>().unwrap_err().kind(),
+            "invalid_spec"
+        );
+        assert_eq!(
+            "jsonl".parse::<DatasetSpec>().unwrap_err().kind(),
+            "invalid_spec"
+        );
+        let err = "needle:512,x".parse::<DatasetSpec>().unwrap_err();
+        assert!(err.to_string().contains("\"x\""), "{err}");
+        assert!("ruler:0".parse::<DatasetSpec>().is_err());
+    }
+
+    #[test]
+    fn load_is_deterministic_and_hash_tracks_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = whitespace_tokens;
+        let spec: DatasetSpec = "ruler:400".parse().unwrap();
+        let a = load(&spec, dir.path(), Some(9), 11, &count).unwrap();
+        let b = load(&spec, dir.path(), Some(9), 11, &count).unwrap();
+        assert_eq!(a.len(), 9);
+        assert_eq!(a, b);
+        assert_eq!(data_hash(&a).unwrap(), data_hash(&b).unwrap());
+        assert_eq!(data_hash(&a).unwrap().len(), 64);
+        let c = load(&spec, dir.path(), Some(9), 12, &count).unwrap();
+        assert_ne!(data_hash(&a).unwrap(), data_hash(&c).unwrap());
+        // The hash of nothing is SHA-256 of the empty string.
+        assert_eq!(
+            data_hash(&[]).unwrap(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn missing_data_points_at_the_fetch_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = whitespace_tokens;
+        for spec in ["hotpotqa", "needle"] {
+            let err = load(&spec.parse().unwrap(), dir.path(), None, 0, &count).unwrap_err();
+            assert!(err.to_string().contains("scripts/fetch-data.sh"), "{err}");
+        }
+    }
+}
