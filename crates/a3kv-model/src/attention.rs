@@ -9,6 +9,7 @@
 
 use candle_core::{Tensor, D};
 
+use crate::cpu_ops::masked_softmax;
 use crate::{ModelError, Result};
 
 /// Query rows per block: bounds the `[H, rows, keys]` score buffer.
@@ -72,9 +73,7 @@ pub fn causal_attention(
     while start < n {
         let nb = ATTENTION_BLOCK_ROWS.min(n - start);
         let pos_b = &q_pos[start..start + nb];
-        let (qmin, qmax) = pos_b
-            .iter()
-            .fold((u32::MAX, 0u32), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+        let qmax = pos_b.iter().copied().max().unwrap_or(0);
         // Keys are sorted: the block sees a prefix of them.
         let mb = k_pos.partition_point(|&p| p <= qmax);
         let qb = q
@@ -83,24 +82,14 @@ pub fn causal_attention(
             .reshape((hkv, g * nb, d))?;
         let kb = k.narrow(1, 0, mb)?;
         let vb = v.narrow(1, 0, mb)?;
-        let scores = (qb.matmul(&kb.t()?)? * scale)?;
-        let scores = if k_pos[mb - 1] > qmin {
-            let mut mask = vec![0f32; nb * mb];
-            for (i, &qp) in pos_b.iter().enumerate() {
-                let first_hidden = k_pos[..mb].partition_point(|&p| p <= qp);
-                for x in &mut mask[i * mb + first_hidden..(i + 1) * mb] {
-                    *x = f32::NEG_INFINITY;
-                }
-            }
-            let mask = Tensor::from_vec(mask, (1, 1, nb, mb), q.device())?;
-            scores
-                .reshape((hkv, g, nb, mb))?
-                .broadcast_add(&mask)?
-                .reshape((hkv, g * nb, mb))?
-        } else {
-            scores
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let scores = qb.matmul(&kb.t()?)?;
+        let probs = masked_softmax(
+            &scores.reshape((hkv * g, nb, mb))?,
+            pos_b,
+            &k_pos[..mb],
+            scale as f32,
+        )?
+        .reshape((hkv, g * nb, mb))?;
         let out = probs.matmul(&vb)?; // [hkv, g*nb, d]
         let out = out
             .reshape((h, nb, d))?

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod chat;
 pub mod config;
+pub mod cpu_ops;
 pub mod error;
 pub mod fingerprint;
 pub mod gguf;

@@ -184,8 +184,7 @@ impl Model {
         let h = (hidden + attn)?;
         let x = candle_nn::ops::rms_norm(&h, &w.post_attention_layernorm, c.rms_norm_eps as f32)?;
         let gu = x.matmul(&w.gate_up_proj_t)?;
-        let i = c.intermediate_size;
-        let act = (gu.narrow(1, 0, i)?.silu()? * gu.narrow(1, i, i)?)?;
+        let act = crate::cpu_ops::swiglu(&gu)?;
         Ok((h + act.matmul(&w.down_proj_t)?)?)
     }
 

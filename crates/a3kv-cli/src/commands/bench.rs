@@ -1,0 +1,271 @@
+//! `a3kv bench`: speed measurements as ratios measured in one process.
+//!
+//! - `prefill`: our full prefill vs candle-transformers' `quantized_llama` (dequantised) on
+//!   the same weights, tokens/s, achieved GFLOP/s vs the measured matmul rate, peak RSS.
+//! - `fusion`: TTFT of every method at several context lengths (warm chunk cache), as
+//!   ratios to `full`, with the fusion report's phase times.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use a3kv_fusion::{fused_prefill, precompute_chunk, FusionParams, Method, RagPrompt};
+use a3kv_model::{Device, Tensor};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::common::{median, peak_rss_bytes};
+
+/// Arguments of `a3kv bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+/// Which benchmark.
+#[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// Full prefill tokens/s vs candle-transformers, same weights, same process.
+    Prefill(PrefillArgs),
+    /// TTFT per fusion method vs full, warm chunk cache.
+    Fusion(FusionArgs),
+}
+
+/// `a3kv bench prefill`.
+#[derive(Args, Debug)]
+pub struct PrefillArgs {
+    /// Model (GGUF); default: the fetched SmolLM2.
+    #[arg(long, env = "A3KV_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Prompt lengths in tokens.
+    #[arg(long, value_delimiter = ',', default_value = "512,2048,4096")]
+    pub lengths: Vec<usize>,
+    /// Runs per length (median reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Skip the candle-transformers reference.
+    #[arg(long)]
+    pub no_reference: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `a3kv bench fusion`.
+#[derive(Args, Debug)]
+pub struct FusionArgs {
+    /// Model; default: the fetched SmolLM2.
+    #[arg(long, env = "A3KV_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Context lengths in tokens.
+    #[arg(long, value_delimiter = ',', default_value = "1024,2048,4096")]
+    pub lengths: Vec<usize>,
+    /// Chunk size in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub chunk_tokens: usize,
+    /// Methods (the first is the baseline of the ratios).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "full,reuse,cacheblend,epic,a3"
+    )]
+    pub methods: Vec<String>,
+    /// Recompute ratio.
+    #[arg(long, default_value_t = 0.15)]
+    pub ratio: f64,
+    /// Runs per point (median reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs `a3kv bench`.
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    match a.what {
+        BenchWhat::Prefill(p) => prefill(p),
+        BenchWhat::Fusion(f) => fusion(f),
+    }
+}
+
+/// Deterministic prompt ids of length `n` from real text (repeated).
+fn prompt_ids(tok: &a3kv_model::ModelTokenizer, n: usize) -> anyhow::Result<Vec<u32>> {
+    let text = "Retrieval-augmented generation prepends retrieved passages to a question. \
+        The same documents recur across requests, so their key-value caches can be computed \
+        once and reused; only the tokens the question attends to need recomputation. ";
+    let base = tok.encode(text)?;
+    Ok(base.iter().cycle().take(n).copied().collect())
+}
+
+/// Measured f32 matmul rate (GFLOP/s) of a 1024×2048 · 2048×2048 product.
+fn matmul_gflops() -> anyhow::Result<f64> {
+    let a = Tensor::randn(0f32, 1.0, (1024, 2048), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1.0, (2048, 2048), &Device::Cpu)?;
+    let _ = a.matmul(&b)?;
+    let mut t = Vec::new();
+    for _ in 0..5 {
+        let s = Instant::now();
+        let _ = a.matmul(&b)?;
+        t.push(s.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * 1024.0 * 2048.0 * 2048.0 / median(&t) / 1e9)
+}
+
+fn prefill(a: PrefillArgs) -> anyhow::Result<()> {
+    let lm = crate::common::load(a.model.clone())?;
+    let cfg = lm.model.config().clone();
+    let rate = matmul_gflops()?;
+    println!("machine f32 matmul (1024x2048x2048): {rate:.1} GFLOP/s");
+    let mut reference = if a.no_reference {
+        None
+    } else {
+        // Dequantised weights, as ours: the comparison is of compute, not of formats.
+        std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
+        let mut f = std::fs::File::open(&lm.source)?;
+        let ct = candle_core::quantized::gguf_file::Content::read(&mut f)
+            .context("reference needs a GGUF model")?;
+        Some(
+            candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+                ct,
+                &mut f,
+                &Device::Cpu,
+            )?,
+        )
+    };
+    println!(
+        "{:>7} {:>12} {:>10} {:>14} {:>10} {:>8} {:>9}",
+        "tokens", "a3kv tok/s", "GFLOP/s", "% of matmul", "ref tok/s", "ratio", "runs"
+    );
+    let mut rows = Vec::new();
+    for &n in &a.lengths {
+        let ids = prompt_ids(&lm.tokenizer, n)?;
+        lm.model.check_context(0, n)?;
+        let mut ours = Vec::new();
+        for _ in 0..a.runs.max(1) {
+            let s = Instant::now();
+            let _ = lm.model.prefill(&ids, 0, false)?;
+            ours.push(s.elapsed().as_secs_f64());
+        }
+        let ours_s = median(&ours);
+        let flops = cfg.prefill_flops(n);
+        let mut theirs_s = None;
+        if let Some(r) = reference.as_mut() {
+            let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+            let mut t = Vec::new();
+            for _ in 0..a.runs.max(1) {
+                r.clear_kv_cache();
+                let s = Instant::now();
+                let _ = r.forward(&input, 0)?;
+                t.push(s.elapsed().as_secs_f64());
+            }
+            theirs_s = Some(median(&t));
+        }
+        let gflops = flops / ours_s / 1e9;
+        println!(
+            "{:>7} {:>12.1} {:>10.1} {:>13.1}% {:>10} {:>8} {:>9}",
+            n,
+            n as f64 / ours_s,
+            gflops,
+            100.0 * gflops / rate,
+            theirs_s
+                .map(|t| format!("{:.1}", n as f64 / t))
+                .unwrap_or("-".into()),
+            theirs_s
+                .map(|t| format!("{:.2}x", t / ours_s))
+                .unwrap_or("-".into()),
+            a.runs
+        );
+        rows.push(
+            json!({"tokens": n, "a3kv_secs": ours_s, "a3kv_tok_s": n as f64 / ours_s,
+            "gflops": gflops, "matmul_gflops": rate, "reference_secs": theirs_s,
+            "speedup": theirs_s.map(|t| t / ours_s)}),
+        );
+    }
+    let rss = peak_rss_bytes();
+    if let Some(b) = rss {
+        println!("peak RSS: {:.0} MiB", b as f64 / (1 << 20) as f64);
+    }
+    if let Some(p) = a.out {
+        std::fs::write(
+            &p,
+            serde_json::to_string_pretty(&json!({"prefill": rows, "peak_rss_bytes": rss}))?,
+        )?;
+    }
+    Ok(())
+}
+
+fn fusion(a: FusionArgs) -> anyhow::Result<()> {
+    let lm = crate::common::load(a.model.clone())?;
+    let (model, tok) = (&lm.model, &lm.tokenizer);
+    let methods: Vec<Method> = a
+        .methods
+        .iter()
+        .map(|m| m.parse())
+        .collect::<Result<_, _>>()?;
+    let prefix = tok.encode(
+        &tok.template()
+            .rag_prefix(None, a3kv_model::DEFAULT_RAG_INSTRUCTION),
+    )?;
+    let question = tok.encode(
+        &tok.template()
+            .rag_suffix("Which documents describe how caches are reused, and why?"),
+    )?;
+    let mut rows = Vec::new();
+    println!(
+        "{:>7} {:>11} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "tokens", "method", "TTFT s", "vs first", "recomp.", "repos. s", "check s", "select. s"
+    );
+    for &n in &a.lengths {
+        let doc_tokens = n.saturating_sub(prefix.len() + question.len());
+        let ids = prompt_ids(tok, doc_tokens)?;
+        let chunks = a3kv_fusion::split_ids(&ids, a.chunk_tokens);
+        let prompt = RagPrompt::from_ids(&prefix, &chunks, &question)?;
+        model.check_context(0, prompt.len())?;
+        // Warm cache: chunks precomputed before timing.
+        let pre = Some(precompute_chunk(model, &prefix, None)?);
+        let caches = chunks
+            .iter()
+            .map(|c| precompute_chunk(model, c, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut base = None;
+        for &m in &methods {
+            let params = FusionParams {
+                method: m,
+                budget: a3kv_fusion::Budget::Ratio(a.ratio),
+                ..Default::default()
+            };
+            let mut t = Vec::new();
+            let mut last = None;
+            for _ in 0..a.runs.max(1) {
+                let s = Instant::now();
+                let out = fused_prefill(model, &prompt, pre.clone(), &caches, &params, false)?;
+                t.push(s.elapsed().as_secs_f64());
+                last = Some(out.report);
+            }
+            let ttft = median(&t);
+            let base_t = *base.get_or_insert(ttft);
+            let r = last.unwrap_or_default();
+            println!(
+                "{:>7} {:>11} {:>10.3} {:>7.3}x {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                prompt.len(),
+                m.as_str(),
+                ttft,
+                ttft / base_t,
+                r.recompute_ratio,
+                r.reposition_secs,
+                r.check_secs,
+                r.selection_secs
+            );
+            rows.push(
+                json!({"tokens": prompt.len(), "method": m.as_str(), "ttft_secs": ttft,
+                "ratio_to_first": ttft / base_t, "report": r}),
+            );
+        }
+    }
+    if let Some(p) = a.out {
+        std::fs::write(&p, serde_json::to_string_pretty(&json!({"fusion": rows}))?)?;
+    }
+    Ok(())
+}

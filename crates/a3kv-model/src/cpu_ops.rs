@@ -1,0 +1,183 @@
+//! Fused CPU kernels for the prefill hot spots, each with a plain-tensor reference twin
+//! (tests compare them): a scaled, position-masked softmax over attention scores (one
+//! parallel pass instead of scale + mask-add + softmax) and SwiGLU (`silu(gate) * up`
+//! straight from the fused gate|up projection).
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
+use rayon::prelude::*;
+
+use crate::Result;
+
+/// Softmax over the last dim of scores `[B, n, m]` after scaling by `scale`, where query
+/// row `i` (of `n`) sees key `j` iff `k_pos[j] <= q_pos[i]`; hidden keys get probability 0.
+struct MaskedSoftmax<'a> {
+    q_pos: &'a [u32],
+    k_pos: &'a [u32],
+    scale: f32,
+}
+
+impl CustomOp1 for MaskedSoftmax<'_> {
+    fn name(&self) -> &'static str {
+        "a3kv-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("masked softmax: f32 only");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("masked softmax: input must be contiguous");
+        };
+        let (_b, n, m) = layout.shape().dims3()?;
+        let src = &data[start..end];
+        // Keys visible to each query row: a prefix, since key positions are sorted.
+        let visible: Vec<usize> = self
+            .q_pos
+            .iter()
+            .map(|&q| self.k_pos.partition_point(|&k| k <= q))
+            .collect();
+        let mut out = vec![0f32; src.len()];
+        let scale = self.scale;
+        out.par_chunks_mut(m)
+            .zip(src.par_chunks(m))
+            .enumerate()
+            .for_each(|(r, (o, s))| {
+                let v = visible[r % n];
+                let s = &s[..v];
+                let max = s.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x)) * scale;
+                let mut sum = 0f32;
+                for (oj, &x) in o[..v].iter_mut().zip(s) {
+                    let e = (x * scale - max).exp();
+                    *oj = e;
+                    sum += e;
+                }
+                let inv = 1.0 / sum;
+                for oj in &mut o[..v] {
+                    *oj *= inv;
+                }
+            });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// Fused scaled, position-masked softmax of `scores` `[B, n, m]` (see the module doc).
+/// Every query must see at least one key. Non-f32 inputs go through f32.
+pub fn masked_softmax(scores: &Tensor, q_pos: &[u32], k_pos: &[u32], scale: f32) -> Result<Tensor> {
+    let dtype = scores.dtype();
+    let s = scores.to_dtype(DType::F32)?.contiguous()?;
+    if !s.device().is_cpu() {
+        return masked_softmax_reference(&s, q_pos, k_pos, scale)?
+            .to_dtype(dtype)
+            .map_err(Into::into);
+    }
+    let out = s.apply_op1_no_bwd(&MaskedSoftmax {
+        q_pos,
+        k_pos,
+        scale,
+    })?;
+    Ok(out.to_dtype(dtype)?)
+}
+
+/// Reference twin of [`masked_softmax`]: scale, add a `-inf` mask, plain softmax.
+pub fn masked_softmax_reference(
+    scores: &Tensor,
+    q_pos: &[u32],
+    k_pos: &[u32],
+    scale: f32,
+) -> Result<Tensor> {
+    let (_, n, m) = scores.dims3()?;
+    let mut mask = vec![0f32; n * m];
+    for (i, &q) in q_pos.iter().enumerate() {
+        for (j, &k) in k_pos.iter().enumerate() {
+            if k > q {
+                mask[i * m + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let mask = Tensor::from_vec(mask, (1, n, m), scores.device())?;
+    let s = (scores * scale as f64)?.broadcast_add(&mask)?;
+    Ok(candle_nn::ops::softmax(&s, D::Minus1)?)
+}
+
+struct SwiGlu;
+
+impl CustomOp1 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "a3kv-swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("swiglu: f32 only");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("swiglu: input must be contiguous");
+        };
+        let (n, two_i) = layout.shape().dims2()?;
+        let i = two_i / 2;
+        let src = &data[start..end];
+        let mut out = vec![0f32; n * i];
+        out.par_chunks_mut(i)
+            .zip(src.par_chunks(two_i))
+            .for_each(|(o, s)| {
+                let (g, u) = s.split_at(i);
+                for ((oj, &gj), &uj) in o.iter_mut().zip(g).zip(u) {
+                    *oj = gj / (1.0 + (-gj).exp()) * uj;
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, i))))
+    }
+}
+
+/// `silu(x[:, :I]) * x[:, I:]` of the fused gate|up output `[n, 2I]` → `[n, I]`.
+pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+    if gate_up.dtype() != DType::F32 || !gate_up.device().is_cpu() {
+        return swiglu_reference(gate_up);
+    }
+    Ok(gate_up.contiguous()?.apply_op1_no_bwd(&SwiGlu)?)
+}
+
+/// Reference twin of [`swiglu`].
+pub fn swiglu_reference(gate_up: &Tensor) -> Result<Tensor> {
+    let (_, two_i) = gate_up.dims2()?;
+    let i = two_i / 2;
+    Ok((gate_up.narrow(1, 0, i)?.silu()? * gate_up.narrow(1, i, i)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_kernels_match_their_reference_twins() {
+        let dev = Device::Cpu;
+        let s = Tensor::randn(0f32, 3.0, (4, 5, 9), &dev).unwrap();
+        let q_pos = [3u32, 8, 5, 10, 4];
+        let k_pos = [0u32, 1, 2, 3, 4, 5, 6, 7, 8];
+        let a = masked_softmax(&s, &q_pos, &k_pos, 0.125).unwrap();
+        let b = masked_softmax_reference(&s, &q_pos, &k_pos, 0.125).unwrap();
+        assert!(max_diff(&a, &b) < 1e-6);
+        let x = Tensor::randn(0f32, 2.0, (7, 12), &dev).unwrap();
+        assert!(max_diff(&swiglu(&x).unwrap(), &swiglu_reference(&x).unwrap()) < 1e-6);
+    }
+}
