@@ -134,7 +134,7 @@ fn planted_question_attention_is_selected_after_pooling() {
     // Document row 20 (global 22) aligns with the question's queries.
     k[(p + 20) * 4] = 8.0;
     let k_all = Tensor::from_vec(k, (1, t, 4), &candle_core::Device::Cpu).unwrap();
-    let qv = vec![1f32, 0.0, 0.0, 0.0].repeat(2 * q);
+    let qv = [1f32, 0.0, 0.0, 0.0].repeat(2 * q);
     let q_question = Tensor::from_vec(qv, (2, q, 4), &candle_core::Device::Cpu).unwrap();
     let scores = a3_scores(&q_question, &k_all, p, 5).unwrap();
     assert_eq!(scores.len(), n_doc);

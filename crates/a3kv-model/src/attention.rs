@@ -18,7 +18,7 @@ pub const ATTENTION_BLOCK_ROWS: usize = 256;
 fn check_shapes(q: &Tensor, q_pos: &[u32], k: &Tensor, v: &Tensor, k_pos: &[u32]) -> Result<()> {
     let (h, n, d) = q.dims3()?;
     let (hkv, m, dk) = k.dims3()?;
-    if v.dims3()? != (hkv, m, dk) || dk != d || h % hkv != 0 {
+    if v.dims3()? != (hkv, m, dk) || dk != d || !h.is_multiple_of(hkv) {
         return Err(ModelError::BadArgument(format!(
             "attention shapes q {:?} k {:?} v {:?}",
             q.dims(),

@@ -81,13 +81,13 @@ impl ModelConfig {
         if self.num_layers == 0 || self.num_heads == 0 || self.num_kv_heads == 0 {
             return bad("layers and heads must be non-zero".into());
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "{} query heads are not a multiple of {} KV heads",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 || self.head_dim == 0 {
+        if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
             return bad(format!("head dim {} must be even", self.head_dim));
         }
         if self.vocab_size == 0 || self.hidden_size == 0 || self.max_position == 0 {
