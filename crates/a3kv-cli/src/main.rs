@@ -22,17 +22,25 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Benchmarks: `prefill` (vs candle-transformers), `fusion` (methods vs full).
     Bench(commands::bench::BenchArgs),
+    /// The HTTP server: OpenAI-compatible completions with RAG documents and fusion, the
+    /// chunk API, /health, /ready and /metrics (see configs/default.toml).
+    Serve(a3kv_server::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // `serve` installs its own subscriber (the `log.format` / `log.level` config keys).
+    if !matches!(cli.command, Command::Serve(_)) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    match cli.command {
+        Command::Serve(a) => tokio::runtime::Runtime::new()?.block_on(a3kv_server::serve(a)),
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Eval(a) => commands::eval::run(a),

@@ -1,0 +1,202 @@
+//! ChunkLoader: per request, locates every cached part (prefix and chunks) in the store
+//! tiers — computing a missing one through the store's single-flight `get_or_compute` —
+//! and streams their layers, in order, into the job's [`LayerFeed`]. The job moves on to
+//! the RelevanceScorer at once, so layers 0–1 compute while later layers still load.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use a3kv_fusion::precompute_chunk;
+use a3kv_store::{ChunkKvData, LayerStream};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::convert::to_store;
+use crate::job::{forward, LayerFeed, LayerMsg, LayerTx, PrefillJob};
+use crate::metrics as m;
+use crate::prepare::{Part, Plan};
+use crate::shared::{Shared, Stage};
+use crate::EngineError;
+
+use super::scorer::ScorerMsg;
+
+/// ChunkLoader's messages.
+pub enum LoaderMsg {
+    /// Start loading a job's parts and pass the job on.
+    Load(Box<PrefillJob>),
+    /// Test hook: panic while handling the next job.
+    InjectFault,
+}
+
+impl LoaderMsg {
+    /// The job inside, if any.
+    pub fn into_job(self) -> Option<Box<PrefillJob>> {
+        match self {
+            LoaderMsg::Load(j) => Some(j),
+            LoaderMsg::InjectFault => None,
+        }
+    }
+}
+
+/// ChunkLoader's state.
+#[derive(Debug, Default)]
+pub struct LoaderState {
+    fault: bool,
+}
+
+/// The ChunkLoader actor.
+pub struct ChunkLoader(pub Arc<Shared>);
+
+impl Actor for ChunkLoader {
+    type Msg = LoaderMsg;
+    type State = LoaderState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(LoaderState::default())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let shared = &self.0;
+        match msg {
+            LoaderMsg::InjectFault => st.fault = true,
+            LoaderMsg::Load(mut job) => {
+                if std::mem::take(&mut st.fault) {
+                    panic!("injected fault in chunk loader");
+                }
+                if job.responder.is_closed() {
+                    return Ok(()); // client gone: drop the job
+                }
+                let parts = match &job.req.plan {
+                    Plan::Fused { parts, .. } => parts.clone(),
+                    Plan::Plain { .. } => Vec::new(),
+                };
+                let (tx, feed) = LayerFeed::channel(shared.model.num_layers());
+                job.feed = Some(feed);
+                tokio::spawn(stream_parts(shared.clone(), parts, tx));
+                forward(
+                    shared,
+                    Stage::Scorer,
+                    job,
+                    ScorerMsg::Score,
+                    ScorerMsg::into_job,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where one part's layers come from.
+enum Source {
+    Stream(LayerStream, Instant),
+    Data(Arc<ChunkKvData>),
+}
+
+/// Locates every part, then forwards layer `l` of all parts as soon as each has it.
+async fn stream_parts(shared: Arc<Shared>, parts: Vec<Part>, tx: LayerTx) {
+    if let Err(e) = stream_parts_inner(&shared, &parts, &tx).await {
+        let _ = tx.send(LayerMsg::Failed(e));
+    }
+    let s = shared.store.stats();
+    metrics::gauge!(m::CHUNK_CACHE_BYTES, "tier" => "memory").set(s.memory.bytes as f64);
+    metrics::counter!(m::CHUNK_EVICTIONS, "tier" => "memory").absolute(s.memory.evictions);
+    if let Some(d) = s.disk {
+        metrics::gauge!(m::CHUNK_CACHE_BYTES, "tier" => "disk").set(d.bytes as f64);
+        metrics::counter!(m::CHUNK_EVICTIONS, "tier" => "disk").absolute(d.evictions);
+    }
+}
+
+async fn stream_parts_inner(
+    shared: &Arc<Shared>,
+    parts: &[Part],
+    tx: &LayerTx,
+) -> Result<(), EngineError> {
+    let store = &shared.store;
+    // Open every stored part first (disk reads start at once), then compute the misses.
+    let mut opened = Vec::with_capacity(parts.len());
+    for p in parts {
+        let t0 = Instant::now();
+        let s = store.stream_layers(&p.id).await?;
+        let result = if s.is_some() { "hit" } else { "miss" };
+        metrics::counter!(m::CHUNK_LOOKUPS, "result" => result).increment(1);
+        opened.push((s, t0));
+    }
+    let mut sources = Vec::with_capacity(parts.len());
+    let mut tiers = Vec::with_capacity(parts.len());
+    for (p, (s, t0)) in parts.iter().zip(opened) {
+        match s {
+            Some(s) => {
+                tiers.push(s.tier.as_str());
+                sources.push(Source::Stream(s, t0));
+            }
+            None => {
+                let model = shared.model.clone();
+                let ids = p.ids.clone();
+                let (data, src) = store
+                    .get_or_compute(p.id, move || -> Result<ChunkKvData, EngineError> {
+                        let kv = precompute_chunk(&model, &ids, None)?;
+                        to_store(&model, &kv)
+                    })
+                    .await?;
+                metrics::histogram!(m::CHUNK_LOAD, "tier" => src.as_str())
+                    .record(t0.elapsed().as_secs_f64());
+                tiers.push(src.as_str());
+                sources.push(Source::Data(data));
+            }
+        }
+        if tx.is_closed() {
+            return Ok(()); // the job is gone
+        }
+    }
+    let _ = tx.send(LayerMsg::Tiers(tiers));
+    for l in 0..shared.model.num_layers() {
+        let mut layer = Vec::with_capacity(sources.len());
+        for (src, part) in sources.iter_mut().zip(parts) {
+            match src {
+                Source::Data(d) => layer.push(d.layers.get(l).cloned().ok_or_else(|| {
+                    EngineError::Internal(format!("chunk {} lacks layer {l}", part.id))
+                })?),
+                Source::Stream(s, t0) => match s.next().await {
+                    Some(Ok((i, kv))) if i == l => {
+                        if l + 1 == shared.model.num_layers() {
+                            metrics::histogram!(m::CHUNK_LOAD, "tier" => s.tier.as_str())
+                                .record(t0.elapsed().as_secs_f64());
+                        }
+                        layer.push(kv);
+                    }
+                    Some(Ok((i, _))) => {
+                        return Err(EngineError::Internal(format!(
+                            "chunk {} streamed layer {i} for {l}",
+                            part.id
+                        )))
+                    }
+                    Some(Err(e)) => {
+                        return Err(EngineError::Internal(format!(
+                            "chunk {} could not be loaded: {e}",
+                            part.id
+                        )))
+                    }
+                    None => {
+                        return Err(EngineError::Internal(format!(
+                            "chunk {} ended at layer {l}",
+                            part.id
+                        )))
+                    }
+                },
+            }
+        }
+        if tx.send(LayerMsg::Layer(l, layer, Instant::now())).is_err() {
+            return Ok(()); // cancelled: stop reading
+        }
+    }
+    Ok(())
+}

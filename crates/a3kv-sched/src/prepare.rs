@@ -1,0 +1,252 @@
+//! Validation at the edge: turns a [`GenerateRequest`] into a [`ValidRequest`] — tokenised,
+//! documents resolved to chunk token ids and content addresses, limits checked. Inner
+//! stages trust this type.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use a3kv_fusion::{split_ids, ChunkId, FusionParams, Method, RagPrompt};
+use a3kv_model::{ModelTokenizer, SamplingParams, DEFAULT_RAG_INSTRUCTION};
+use a3kv_store::ChunkStore;
+
+use crate::convert::store_id;
+use crate::shared::Shared;
+use crate::{DocumentRef, EngineConfig, EngineError, GenerateRequest, PromptSpec};
+
+/// Document id → its chunks' token ids (owned by Admission; snapshots go to preparation).
+pub type DocRegistry = HashMap<String, Arc<Vec<Vec<u32>>>>;
+
+/// One cached segment of a prompt (the prefix or a document chunk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Content address in the store.
+    pub id: a3kv_store::ChunkId,
+    /// Its token ids.
+    pub ids: Vec<u32>,
+}
+
+/// How the prompt is prefilled.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Chat or text prompt: a plain full prefill, no fusion report.
+    Plain {
+        /// Prompt ids.
+        ids: Vec<u32>,
+    },
+    /// RAG prompt: cached parts (prefix first when non-empty, then chunks) fused by `params`.
+    Fused {
+        /// The assembled prompt.
+        prompt: RagPrompt,
+        /// Cached parts in row order.
+        parts: Vec<Part>,
+        /// Fusion parameters (validated).
+        params: FusionParams,
+    },
+}
+
+impl Plan {
+    /// Prompt rows.
+    pub fn prompt_tokens(&self) -> usize {
+        match self {
+            Plan::Plain { ids } => ids.len(),
+            Plan::Fused { prompt, .. } => prompt.len(),
+        }
+    }
+}
+
+/// A validated request.
+#[derive(Debug, Clone)]
+pub struct ValidRequest {
+    /// Caller's id (logs only).
+    pub request_id: String,
+    /// Prefill plan.
+    pub plan: Plan,
+    /// Sampling (validated).
+    pub sampling: SamplingParams,
+    /// Tokens to generate at most (clamped to the context window).
+    pub max_tokens: usize,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Inline documents given an id: register them (id → chunks).
+    pub new_docs: Vec<(String, Arc<Vec<Vec<u32>>>)>,
+}
+
+/// Cheap checks done synchronously in `submit` (no tokenising).
+pub fn precheck(cfg: &EngineConfig, req: &GenerateRequest) -> Result<(), EngineError> {
+    if req.max_tokens > cfg.max_new_tokens {
+        return Err(EngineError::InvalidRequest(format!(
+            "max_tokens {} exceeds the limit of {}",
+            req.max_tokens, cfg.max_new_tokens
+        )));
+    }
+    req.sampling
+        .validate()
+        .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
+    if req.stop.iter().any(String::is_empty) {
+        return Err(EngineError::InvalidRequest("empty stop string".into()));
+    }
+    match &req.prompt {
+        PromptSpec::Rag {
+            documents,
+            question,
+            ..
+        } => {
+            if documents.len() > cfg.max_documents {
+                return Err(EngineError::TooManyDocuments {
+                    count: documents.len(),
+                    limit: cfg.max_documents,
+                });
+            }
+            if question.trim().is_empty() {
+                return Err(EngineError::InvalidRequest("the question is empty".into()));
+            }
+        }
+        PromptSpec::Chat { messages } if messages.is_empty() => {
+            return Err(EngineError::InvalidRequest("no messages".into()))
+        }
+        PromptSpec::Text { prompt } if prompt.is_empty() => {
+            return Err(EngineError::InvalidRequest("empty prompt".into()))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Document ids that need a store lookup (not in `registry`), with their token ids.
+pub async fn lookup_unregistered(
+    store: &ChunkStore,
+    req: &GenerateRequest,
+    registry: &DocRegistry,
+) -> Result<DocRegistry, EngineError> {
+    let mut found = DocRegistry::new();
+    if let PromptSpec::Rag { documents, .. } = &req.prompt {
+        for d in documents {
+            if let DocumentRef::Id(id) = d {
+                if let Some(chunks) = registry.get(id) {
+                    found.insert(id.clone(), chunks.clone());
+                    continue;
+                }
+                let key: a3kv_store::ChunkId = id
+                    .parse()
+                    .map_err(|_| EngineError::UnknownChunk(id.clone()))?;
+                match store.get(&key).await? {
+                    Some((data, _)) => {
+                        found.insert(id.clone(), Arc::new(vec![data.meta.token_ids.clone()]));
+                    }
+                    None => return Err(EngineError::UnknownChunk(id.clone())),
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Tokenises and validates (runs on the compute pool). `docs` resolves every
+/// [`DocumentRef::Id`] of the request (see [`lookup_unregistered`]).
+pub fn prepare(
+    shared: &Shared,
+    req: GenerateRequest,
+    docs: &DocRegistry,
+) -> Result<ValidRequest, EngineError> {
+    let cfg = &shared.cfg;
+    precheck(cfg, &req)?;
+    let tok = &shared.tok;
+    let model = &shared.model;
+    let mut new_docs = Vec::new();
+    let plan = match req.prompt {
+        PromptSpec::Chat { messages } => Plan::Plain {
+            ids: tok.encode(&tok.template().render(&messages, true))?,
+        },
+        PromptSpec::Text { prompt } => Plan::Plain {
+            ids: tok.encode(&prompt)?,
+        },
+        PromptSpec::Rag {
+            system,
+            documents,
+            question,
+        } => {
+            let params = req.fusion.unwrap_or_else(|| cfg.default_fusion.clone());
+            params.validate(model.num_layers())?;
+            let prefix = tok.encode(
+                &tok.template()
+                    .rag_prefix(system.as_deref(), DEFAULT_RAG_INSTRUCTION),
+            )?;
+            let mut chunks: Vec<Vec<u32>> = Vec::new();
+            for (i, d) in documents.iter().enumerate() {
+                match d {
+                    DocumentRef::Id(id) => {
+                        let c = docs
+                            .get(id)
+                            .ok_or_else(|| EngineError::UnknownChunk(id.clone()))?;
+                        chunks.extend(c.iter().cloned());
+                    }
+                    DocumentRef::Text { id, text } => {
+                        let c = doc_chunks(tok, text, cfg.chunk_tokens).map_err(|e| {
+                            EngineError::InvalidRequest(format!("document {i}: {e}"))
+                        })?;
+                        if let Some(id) = id {
+                            new_docs.push((id.clone(), Arc::new(c.clone())));
+                        }
+                        chunks.extend(c);
+                    }
+                }
+            }
+            let question = tok.encode(&tok.template().rag_suffix(&question))?;
+            let prompt = RagPrompt::from_ids(&prefix, &chunks, &question)?;
+            let fp = model.fingerprint();
+            let parts = (!prefix.is_empty())
+                .then_some(&prefix)
+                .into_iter()
+                .chain(&chunks)
+                .map(|ids| Part {
+                    id: store_id(&ChunkId::of(fp, ids)),
+                    ids: ids.clone(),
+                })
+                .collect();
+            if params.method == Method::Full {
+                // Full prefill reads no cache.
+                Plan::Fused {
+                    prompt,
+                    parts: Vec::new(),
+                    params,
+                }
+            } else {
+                Plan::Fused {
+                    prompt,
+                    parts,
+                    params,
+                }
+            }
+        }
+    };
+    let tokens = plan.prompt_tokens();
+    if tokens == 0 {
+        return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+    }
+    let limit = cfg.max_prompt_tokens.min(model.config().max_position - 1);
+    if tokens > limit {
+        return Err(EngineError::PromptTooLong { tokens, limit });
+    }
+    let room = model.config().max_position - tokens;
+    Ok(ValidRequest {
+        request_id: req.request_id,
+        plan,
+        sampling: req.sampling,
+        max_tokens: req.max_tokens.min(room),
+        stop: req.stop,
+        new_docs,
+    })
+}
+
+/// A document's chunks: tokenised alone, split to at most `chunk_tokens`.
+pub fn doc_chunks(
+    tok: &ModelTokenizer,
+    text: &str,
+    chunk_tokens: usize,
+) -> Result<Vec<Vec<u32>>, EngineError> {
+    let ids = tok.encode(text)?;
+    if ids.is_empty() {
+        return Err(EngineError::InvalidRequest("empty document".into()));
+    }
+    Ok(split_ids(&ids, chunk_tokens))
+}

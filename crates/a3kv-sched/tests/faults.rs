@@ -1,0 +1,142 @@
+//! Failure handling: a full queue rejects at once with a reason; an injected actor fault or a corrupted chunk file fails that request
+//! only, the actor is restarted, and the next requests succeed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use a3kv_fusion::Method;
+use a3kv_sched::{DocumentRef, Engine, EngineConfig, EngineError, PromptSpec, Stage};
+use a3kv_store::{DiskConfig, StoreConfig};
+use common::*;
+
+async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_rejects_immediately_with_a_reason() {
+    let Some(m) = model() else { return };
+    let cfg = EngineConfig {
+        max_running: 1,
+        max_waiting: 1,
+        ..config()
+    };
+    let engine = Engine::start(cfg, m).await.unwrap();
+    let a = engine
+        .submit(rag("a", &[0], "Where?", Method::A3, 24))
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || engine.running() == 1).await);
+    let b = engine
+        .submit(rag("b", &[1], "Where?", Method::A3, 2))
+        .unwrap();
+    let t0 = Instant::now();
+    let c = engine.submit(rag("c", &[2], "Where?", Method::A3, 2));
+    assert!(t0.elapsed() < Duration::from_millis(50));
+    match c {
+        Err(e @ EngineError::QueueFull { retry_after_secs }) => {
+            assert!(retry_after_secs >= 1);
+            assert_eq!(e.kind(), "queue_full");
+            assert!(e.to_string().contains("queue full"));
+        }
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+    assert!(collect(a, Duration::from_secs(60)).await.finish.is_ok());
+    assert!(collect(b, Duration::from_secs(60)).await.finish.is_ok());
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_fault_fails_only_its_request_and_the_actor_restarts() {
+    let Some(m) = model() else { return };
+    let engine = Engine::start(config(), m).await.unwrap();
+    for stage in [Stage::Scorer, Stage::Batcher, Stage::Loader, Stage::Decoder] {
+        engine.inject_fault(stage);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let bad = engine
+            .submit(rag("bad", &[1], "Where?", Method::A3, 3))
+            .unwrap();
+        match collect(bad, Duration::from_secs(60)).await.finish {
+            Err(EngineError::Internal(msg)) => {
+                assert!(msg.contains(stage.as_str()), "{msg}")
+            }
+            other => panic!("{stage:?}: expected a failure, got {other:?}"),
+        }
+        // The failure reaches the client while the actor is still unwinding; let the
+        // supervisor finish the restart.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let good = engine
+            .submit(rag("good", &[1], "Where?", Method::A3, 3))
+            .unwrap();
+        let out = collect(good, Duration::from_secs(60)).await;
+        assert!(out.finish.is_ok(), "{stage:?}: {:?}", out.finish);
+        assert!(engine.is_ready());
+    }
+    assert!(wait_until(Duration::from_secs(5), || engine.running() == 0).await);
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_chunk_file_fails_only_that_request() {
+    let Some(m) = model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EngineConfig {
+        // Nothing fits in memory: every read streams from the disk file.
+        store: StoreConfig {
+            memory_budget_bytes: 1,
+            disk: Some(DiskConfig {
+                dir: dir.path().to_path_buf(),
+                budget_bytes: 1 << 30,
+            }),
+        },
+        ..config()
+    };
+    let fp = m.model.fingerprint().to_hex();
+    let engine = Engine::start(cfg, m).await.unwrap();
+    let info = engine
+        .put_chunks(
+            vec![
+                (None, DOCS[2].to_string()),
+                (Some("kili".into()), DOCS[1].to_string()),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(info[0].tier, "disk");
+    let file = dir.path().join(&fp).join(format!("{}.a3kv", info[0].id));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 4096..n - 4000] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&file, bytes).unwrap();
+    let req = |id: &str, doc: &str| a3kv_sched::GenerateRequest {
+        prompt: PromptSpec::Rag {
+            system: None,
+            documents: vec![DocumentRef::Id(doc.into())],
+            question: "Where is it?".into(),
+        },
+        ..rag(id, &[], "x", Method::A3, 3)
+    };
+    let bad = engine.submit(req("bad", &info[0].id)).unwrap();
+    let other = engine.submit(req("other", "kili")).unwrap();
+    match collect(bad, Duration::from_secs(60)).await.finish {
+        Err(EngineError::Internal(msg)) => assert!(msg.contains("could not be loaded"), "{msg}"),
+        other => panic!("expected a load failure, got {other:?}"),
+    }
+    assert!(collect(other, Duration::from_secs(60)).await.finish.is_ok());
+    // The bad file was removed by the store: the same text inline is recomputed and served.
+    let again = engine
+        .submit(rag("again", &[2], "Where is it?", Method::A3, 3))
+        .unwrap();
+    assert!(collect(again, Duration::from_secs(60)).await.finish.is_ok());
+    engine.shutdown(Duration::from_secs(5)).await;
+}

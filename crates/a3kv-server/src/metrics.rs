@@ -1,0 +1,52 @@
+//! The Prometheus recorder: installed once per process with the configured buckets (names,
+//! help texts and default buckets are the engine's, in `a3kv_sched::metrics`), plus the
+//! few HTTP-level recordings the server owns (rejections before a request reaches the engine).
+
+use std::sync::Mutex;
+
+use a3kv_sched::metrics as names;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::MetricsSection;
+use crate::error::ServeError;
+
+/// The handle of the process-wide recorder. The `metrics` facade has exactly one global
+/// recorder per process, so a second server in the same process (tests) shares it.
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+
+/// Installs the recorder (first call) or returns the installed one's handle.
+pub fn install(cfg: &MetricsSection) -> Result<PrometheusHandle, ServeError> {
+    let mut slot = HANDLE
+        .lock()
+        .map_err(|_| ServeError::Metrics("recorder lock poisoned".into()))?;
+    if let Some(h) = slot.as_ref() {
+        return Ok(h.clone());
+    }
+    let mut builder = PrometheusBuilder::new();
+    for (name, default) in names::histogram_buckets() {
+        let buckets: &[f64] = if default == names::LATENCY_BUCKETS_SECS {
+            &cfg.latency_buckets_secs
+        } else if default == names::RATIO_BUCKETS {
+            &cfg.ratio_buckets
+        } else {
+            &cfg.size_buckets
+        };
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
+            .map_err(|e| ServeError::Metrics(e.to_string()))?;
+    }
+    let handle = builder
+        .install_recorder()
+        .map_err(|e| ServeError::Metrics(e.to_string()))?;
+    names::describe_metrics();
+    // Zero-valued series so dashboards and alerts see every metric from the first scrape.
+    metrics::gauge!(names::RUNNING).set(0.0);
+    metrics::gauge!(names::WAITING).set(0.0);
+    *slot = Some(handle.clone());
+    Ok(handle)
+}
+
+/// Counts a request refused by the server before it reached the engine.
+pub fn record_rejected(reason: &'static str) {
+    metrics::counter!(names::REQUESTS_REJECTED, "reason" => reason).increment(1);
+}

@@ -1,0 +1,105 @@
+//! Server-sent events from a request's engine channel: one `data:` chunk per token, a
+//! closing chunk with `finish_reason`, an optional usage chunk, then `data: [DONE]`.
+//! Errors after the first token are sent as `data: {"error": …}` and end the stream.
+//! Dropping the stream (client gone) drops the receiver, which cancels the request.
+
+use std::convert::Infallible;
+
+use a3kv_sched::EngineEvent;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::stream::{self, Stream, StreamExt};
+use tokio::time::timeout_at;
+
+use crate::error::ApiError;
+use crate::generate::{log_finished, Admitted};
+use crate::reply::UsageOut;
+
+struct State {
+    a: Admitted,
+    pending: Option<EngineEvent>,
+    sent_first: bool,
+    done: bool,
+    timeout_secs: u64,
+}
+
+fn data(v: &serde_json::Value) -> Event {
+    Event::default().data(v.to_string())
+}
+
+fn error_event(e: &ApiError) -> Event {
+    if matches!(e, ApiError::Internal(_)) {
+        tracing::error!(error = %e, "stream failed");
+    } else {
+        tracing::warn!(error = %e, "stream ended with an error");
+    }
+    Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default())
+}
+
+async fn step(mut s: State) -> Option<(Vec<Event>, State)> {
+    if s.done {
+        return None;
+    }
+    let ev = match s.pending.take() {
+        Some(e) => Ok(e),
+        None => match timeout_at(s.a.deadline, s.a.rx.recv()).await {
+            Err(_) => Err(ApiError::Timeout {
+                secs: s.timeout_secs,
+            }),
+            Ok(None) => Err(ApiError::Internal(
+                "the engine closed the request stream".into(),
+            )),
+            Ok(Some(EngineEvent::Failed(e))) => Err(e.into()),
+            Ok(Some(e)) => Ok(e),
+        },
+    };
+    let first = !s.sent_first;
+    let out = match ev {
+        Ok(EngineEvent::Token { text, .. }) => {
+            if text.is_empty() && !first {
+                vec![]
+            } else {
+                s.sent_first = true;
+                vec![data(&s.a.meta.chunk(&text, first, None))]
+            }
+        }
+        Ok(EngineEvent::Finished {
+            finish_reason,
+            usage,
+        }) => {
+            s.done = true;
+            log_finished(&s.a.request_id, &finish_reason, &usage, s.a.started);
+            let mut v = vec![data(&s.a.meta.chunk("", first, Some(&finish_reason)))];
+            if s.a.include_usage {
+                v.push(data(&s.a.meta.usage_chunk(&UsageOut::from(&usage))));
+            }
+            v.push(Event::default().data("[DONE]"));
+            v
+        }
+        Ok(EngineEvent::Failed(e)) => {
+            s.done = true;
+            vec![error_event(&e.into())]
+        }
+        Err(e) => {
+            s.done = true;
+            vec![error_event(&e)]
+        }
+    };
+    Some((out, s))
+}
+
+/// The SSE response of an admitted request.
+pub fn respond(
+    a: Admitted,
+    timeout_secs: u64,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let pending = Some(a.first.clone());
+    let state = State {
+        a,
+        pending,
+        sent_first: false,
+        done: false,
+        timeout_secs,
+    };
+    let events = stream::unfold(state, step).flat_map(|v| stream::iter(v.into_iter().map(Ok)));
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
