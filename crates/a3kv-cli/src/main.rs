@@ -25,6 +25,8 @@ enum Command {
     /// The HTTP server: OpenAI-compatible completions with RAG documents and fusion, the
     /// chunk API, /health, /ready and /metrics (see configs/default.toml).
     Serve(a3kv_server::ServeArgs),
+    /// Synthetic RAG traffic against a running OpenAI-compatible server (loopback only in tests).
+    Loadgen(a3kv_loadgen::LoadgenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +43,11 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve(a) => tokio::runtime::Runtime::new()?.block_on(a3kv_server::serve(a)),
+        Command::Loadgen(a) => {
+            let report = tokio::runtime::Runtime::new()?.block_on(a3kv_loadgen::run(a))?;
+            a3kv_loadgen::print_report(&report);
+            Ok(())
+        }
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Eval(a) => commands::eval::run(a),

@@ -90,3 +90,53 @@ fn bad_input_fails_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown fusion method"));
 }
+
+#[test]
+fn eval_runs_every_method_on_five_hotpotqa_items_and_writes_json() {
+    if !model_present() {
+        return;
+    }
+    let data =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/hotpotqa.json");
+    if !data.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must fetch the data (scripts/fetch-data.sh)"
+        );
+        eprintln!("SKIP: data absent; run scripts/fetch-data.sh");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("results.json");
+    let out = a3kv()
+        .args([
+            "eval",
+            "--dataset",
+            "hotpotqa",
+            "--limit",
+            "5",
+            "--max-tokens",
+            "4",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 25, "5 items x 5 methods");
+    assert!(runs.iter().all(|r| r["error"].is_null()), "{runs:?}");
+    // Fidelity against full is recorded for every other method.
+    assert!(runs
+        .iter()
+        .filter(|r| r["method_name"] != "full")
+        .all(|r| r["kl_vs_full"].as_f64().is_some()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a3"));
+}
