@@ -26,7 +26,7 @@ enum Command {
     /// chunk API, /health, /ready and /metrics (see configs/default.toml).
     Serve(a3kv_server::ServeArgs),
     /// Synthetic RAG traffic against a running OpenAI-compatible server (loopback only in tests).
-    Loadgen(a3kv_loadgen::LoadgenArgs),
+    Loadgen(Box<a3kv_loadgen::LoadgenArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => tokio::runtime::Runtime::new()?.block_on(a3kv_server::serve(a)),
         Command::Loadgen(a) => {
-            let report = tokio::runtime::Runtime::new()?.block_on(a3kv_loadgen::run(a))?;
+            let report = tokio::runtime::Runtime::new()?.block_on(a3kv_loadgen::run(*a))?;
             a3kv_loadgen::print_report(&report);
             Ok(())
         }
