@@ -30,6 +30,32 @@ pub enum BenchWhat {
     Prefill(PrefillArgs),
     /// TTFT per fusion method vs full, warm chunk cache.
     Fusion(FusionArgs),
+    /// The actor pipeline under closed-loop load: requests/s and TTFT p50/p99 per method,
+    /// batching on/off and concurrency, plus cold (disk) vs warm (memory) TTFT.
+    Scheduler(SchedulerArgs),
+}
+
+/// `a3kv bench scheduler`.
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// Model; default: the fetched SmolLM2.
+    #[arg(long, env = "A3KV_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Closed-loop concurrencies.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub concurrency: Vec<usize>,
+    /// Requests per measured point.
+    #[arg(long, default_value_t = 16)]
+    pub requests: usize,
+    /// Tokens generated per request.
+    #[arg(long, default_value_t = 8)]
+    pub max_tokens: usize,
+    /// Methods compared (the first is the baseline).
+    #[arg(long, value_delimiter = ',', default_value = "a3,full")]
+    pub methods: Vec<String>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `a3kv bench prefill`.
@@ -87,6 +113,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     match a.what {
         BenchWhat::Prefill(p) => prefill(p),
         BenchWhat::Fusion(f) => fusion(f),
+        BenchWhat::Scheduler(s) => scheduler(s),
     }
 }
 
@@ -266,6 +293,29 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
     }
     if let Some(p) = a.out {
         std::fs::write(&p, serde_json::to_string_pretty(&json!({"fusion": rows}))?)?;
+    }
+    Ok(())
+}
+
+fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
+    let lm = crate::common::load(a.model.clone())?;
+    let methods: Vec<Method> = a
+        .methods
+        .iter()
+        .map(|m| m.parse())
+        .collect::<Result<_, _>>()?;
+    let opts = a3kv_sched::bench::SchedulerBenchOptions {
+        concurrency: a.concurrency.clone(),
+        requests: a.requests,
+        max_tokens: a.max_tokens,
+        methods,
+        ..Default::default()
+    };
+    let report =
+        tokio::runtime::Runtime::new()?.block_on(a3kv_sched::bench::bench_scheduler(lm, opts))?;
+    println!("{report}");
+    if let Some(p) = a.out {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
 }
