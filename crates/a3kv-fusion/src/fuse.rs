@@ -400,17 +400,8 @@ impl<'m> FusionRun<'m> {
         if let Some(ev) = self.params.eviction {
             cache = evict(&cache, ev, &self.prompt, &self.question_q)?;
         }
-        let n_doc = self.prompt.doc_range().len();
-        let q = self.prompt.question_len();
-        let recomputed = self.rows.len() - q;
-        self.report.fresh_tokens = q;
-        self.report.recomputed_tokens = recomputed;
-        self.report.reused_tokens = self.prompt.len() - q - recomputed;
-        self.report.recompute_ratio = if n_doc > 0 {
-            recomputed as f64 / n_doc as f64
-        } else {
-            0.0
-        };
+        let recomputed = self.rows.len() - self.prompt.question_len();
+        self.report.account(&self.prompt, recomputed);
         if with_selection {
             self.report.selected_positions = Some(self.rows[..recomputed].to_vec());
         }

@@ -31,3 +31,20 @@ pub struct FusionReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected_positions: Option<Vec<u32>>,
 }
+
+impl FusionReport {
+    /// Fills the token accounting for a fused prompt in which `recomputed` document rows
+    /// (plus every question row) were recomputed: fresh = question, reused = the rest.
+    pub fn account(&mut self, prompt: &crate::RagPrompt, recomputed: usize) {
+        let n_doc = prompt.doc_range().len();
+        let q = prompt.question_len();
+        self.fresh_tokens = q;
+        self.recomputed_tokens = recomputed;
+        self.reused_tokens = prompt.len() - q - recomputed;
+        self.recompute_ratio = if n_doc > 0 {
+            recomputed as f64 / n_doc as f64
+        } else {
+            0.0
+        };
+    }
+}

@@ -364,17 +364,8 @@ pub fn finish(model: &Model, mut f: Fusing) -> Result<FusedPrefill, EngineError>
     if let Some(ev) = f.params.eviction {
         cache = evict(&cache, ev, &f.prompt, &f.question_q)?;
     }
-    let n_doc = f.prompt.doc_range().len();
-    let q = f.prompt.question_len();
-    let recomputed = f.rows.len() - q;
-    f.report.fresh_tokens = q;
-    f.report.recomputed_tokens = recomputed;
-    f.report.reused_tokens = f.prompt.len() - q - recomputed;
-    f.report.recompute_ratio = if n_doc > 0 {
-        recomputed as f64 / n_doc as f64
-    } else {
-        0.0
-    };
+    let recomputed = f.rows.len() - f.prompt.question_len();
+    f.report.account(&f.prompt, recomputed);
     f.report.total_secs = f.started.elapsed().as_secs_f64();
     Ok(FusedPrefill {
         logits,
