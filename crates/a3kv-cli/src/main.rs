@@ -20,7 +20,10 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Quality, fidelity to full prefill and TTFT of each method on a data set.
     Eval(commands::eval::EvalArgs),
-    /// Benchmarks: `prefill` (vs candle-transformers), `fusion` (methods vs full).
+    /// Fill the chunk store's disk tier from a JSONL file of documents (resumable).
+    Precompute(commands::precompute::PrecomputeArgs),
+    /// Benchmarks: `prefill` (vs candle-transformers), `fusion` (methods vs full),
+    /// `scheduler` (the actor pipeline under load), `store` (disk tier load).
     Bench(commands::bench::BenchArgs),
     /// The HTTP server: OpenAI-compatible completions with RAG documents and fusion, the
     /// chunk API, /health, /ready and /metrics (see configs/default.toml).
@@ -51,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Precompute(a) => commands::precompute::run(a),
     }
 }

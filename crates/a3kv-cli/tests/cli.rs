@@ -140,3 +140,194 @@ fn eval_runs_every_method_on_five_hotpotqa_items_and_writes_json() {
         .all(|r| r["kl_vs_full"].as_f64().is_some()));
     assert!(String::from_utf8_lossy(&out.stdout).contains("a3"));
 }
+
+/// One HTTP/1.1 request over a fresh loopback connection: `(status, body)`.
+fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// Sum of a Prometheus sample family's values whose label set contains `labels`.
+fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Server(std::process::Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn precompute_fills_the_disk_tier_that_the_server_then_hits() {
+    if !model_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let docs = dir.path().join("docs.jsonl");
+    let long = "Quenby is a market town on the river Wend. ".repeat(12);
+    let texts = [
+        "The Zorblat festival is held every spring in the town of Quenby.".to_string(),
+        long,
+    ];
+    let lines: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": format!("d{i}"), "text": t}).to_string())
+        .collect();
+    std::fs::write(&docs, lines.join("\n") + "\n").unwrap();
+    let precompute = || {
+        a3kv()
+            .args(["precompute", "--no-progress", "--chunk-tokens", "64"])
+            .arg("--docs")
+            .arg(&docs)
+            .arg("--store-dir")
+            .arg(&store)
+            .output()
+            .unwrap()
+    };
+    let out = precompute();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The long document spans several 64-token chunks.
+    let n_chunks: usize = stdout
+        .split("documents, ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("summary: {stdout}"));
+    assert!(n_chunks >= 3, "{stdout}");
+    assert!(stdout.contains(&format!("{n_chunks} computed")), "{stdout}");
+    let files: usize = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|d| {
+            std::fs::read_dir(d.path())
+                .unwrap()
+                .flatten()
+                .filter(|f| f.path().extension().is_some_and(|x| x == "a3kv"))
+                .count()
+        })
+        .sum();
+    assert_eq!(files, n_chunks, "one file per chunk");
+
+    // Resumable: a second run computes nothing.
+    let again = precompute();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success());
+    assert!(
+        stdout.contains(&format!(
+            "0 computed (0 tokens, 0.0 MB), {n_chunks} already stored"
+        )),
+        "{stdout}"
+    );
+
+    // A bad line is named.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"ok\"}\n{\"id\": \"x\"}\n").unwrap();
+    let out = a3kv()
+        .args(["precompute", "--no-progress", "--docs"])
+        .arg(&bad)
+        .arg("--store-dir")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("bad.jsonl:2") && stderr.contains("text"),
+        "{stderr}"
+    );
+
+    // The server, on the same store, serves both documents from disk: no chunk computed.
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[engine]\nchunk_tokens = 64\n\
+             [engine.store.disk]\ndir = {:?}\nbudget_bytes = 1073741824\n",
+            store.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = a3kv()
+        .args(["serve", "--log-format", "json", "--log-level", "info", "-c"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["fields"]["message"] == "listening" {
+                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or("").to_string());
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("server logs its address");
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": "Where is the Zorblat festival held?"}],
+        "documents": texts.iter().map(|t| serde_json::json!({"text": t})).collect::<Vec<_>>(),
+        "max_tokens": 4,
+        "temperature": 0
+    })
+    .to_string();
+    let (status, reply) = http(&addr, "POST", "/v1/chat/completions", Some(&body));
+    assert_eq!(status, 200, "{reply}");
+    let (_, metrics) = http(&addr, "GET", "/metrics", None);
+    let hits = metric(&metrics, "a3kv:chunk_lookups_total", "result=\"hit\"");
+    let misses = metric(&metrics, "a3kv:chunk_lookups_total", "result=\"miss\"");
+    assert_eq!(hits as usize, n_chunks, "{metrics}");
+    // The one miss is the prompt prefix (system prompt + instruction), computed once.
+    assert_eq!(misses, 1.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "a3kv:chunk_load_seconds_count", "tier=\"disk\"") as usize,
+        n_chunks,
+        "{metrics}"
+    );
+    drop(server);
+}

@@ -31,7 +31,7 @@ pub mod state;
 pub use args::ServeArgs;
 pub use config::ServerConfig;
 pub use error::{ApiError, ConfigError, ServeError};
-pub use server::{start, ServerHandle};
+pub use server::{load_options, model_path, start, ServerHandle};
 
 /// `a3kv serve`: loads the effective configuration (CLI > `A3KV_*` env > file > defaults),
 /// prints it with `--print-config`, else serves until SIGTERM/SIGINT and drains.

@@ -78,7 +78,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn model_path(cfg: &ServerConfig) -> Result<PathBuf, ServeError> {
+/// The model file a configuration names (`model.path`, else the default model), checked to exist.
+pub fn model_path(cfg: &ServerConfig) -> Result<PathBuf, ServeError> {
     let p = if cfg.model.path.is_empty() {
         default_model_path().ok_or_else(|| ServeError::Model(MISSING_MODEL_HINT.into()))?
     } else {
@@ -93,7 +94,8 @@ fn model_path(cfg: &ServerConfig) -> Result<PathBuf, ServeError> {
     Ok(p)
 }
 
-fn load_options(cfg: &ServerConfig) -> Result<LoadOptions, ServeError> {
+/// Device and dtype of a configuration's `[model]` section.
+pub fn load_options(cfg: &ServerConfig) -> Result<LoadOptions, ServeError> {
     let dtype = match cfg.model.dtype.as_str() {
         "f16" => DType::F16,
         "bf16" => DType::BF16,

@@ -4,6 +4,8 @@
 //!   the same weights, tokens/s, achieved GFLOP/s vs the measured matmul rate, peak RSS.
 //! - `fusion`: TTFT of every method at several context lengths (warm chunk cache), as
 //!   ratios to `full`, with the fusion report's phase times.
+//! - `scheduler`: the actor pipeline under closed-loop load (see `a3kv_sched::bench`).
+//! - `store`: the disk tier's chunk load vs a plain read (see `a3kv_store::bench`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -33,6 +35,32 @@ pub enum BenchWhat {
     /// The actor pipeline under closed-loop load: requests/s and TTFT p50/p99 per method,
     /// batching on/off and concurrency, plus cold (disk) vs warm (memory) TTFT.
     Scheduler(SchedulerArgs),
+    /// Chunk store disk tier: loading a chunk (checksummed, layer by layer) vs a plain
+    /// `read` of the same file, page cache cold and warm.
+    Store(StoreArgs),
+}
+
+/// `a3kv bench store`. The default shape is SmolLM2-135M's (30 layers, 3 KV heads, d 64).
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// Directory on the disk to measure (a temporary subdirectory is created and removed).
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("a3kv-store-bench"))]
+    pub dir: PathBuf,
+    /// Tokens in the chunk.
+    #[arg(long, default_value_t = 512)]
+    pub tokens: u32,
+    /// Layers.
+    #[arg(long, default_value_t = 30)]
+    pub layers: u32,
+    /// KV heads.
+    #[arg(long, default_value_t = 3)]
+    pub kv_heads: u32,
+    /// Head dimension.
+    #[arg(long, default_value_t = 64)]
+    pub head_dim: u32,
+    /// Timed repetitions (median reported).
+    #[arg(long, default_value_t = 15)]
+    pub iterations: u32,
 }
 
 /// `a3kv bench scheduler`.
@@ -114,6 +142,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Prefill(p) => prefill(p),
         BenchWhat::Fusion(f) => fusion(f),
         BenchWhat::Scheduler(s) => scheduler(s),
+        BenchWhat::Store(s) => store(s),
     }
 }
 
@@ -317,5 +346,21 @@ fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
     if let Some(p) = a.out {
         std::fs::write(&p, serde_json::to_string_pretty(&report)?)?;
     }
+    Ok(())
+}
+
+fn store(a: StoreArgs) -> anyhow::Result<()> {
+    if a.tokens == 0 || a.layers == 0 || a.kv_heads == 0 || a.head_dim == 0 {
+        anyhow::bail!("--tokens, --layers, --kv-heads and --head-dim must be >= 1");
+    }
+    let cfg = a3kv_store::bench::BenchConfig {
+        dir: a.dir,
+        n_layers: a.layers,
+        n_kv_heads: a.kv_heads,
+        head_dim: a.head_dim,
+        n_tokens: a.tokens,
+        iterations: a.iterations,
+    };
+    println!("{}", a3kv_store::bench::run(&cfg)?);
     Ok(())
 }
