@@ -186,6 +186,37 @@ impl Drop for Server {
     }
 }
 
+/// Starts `a3kv serve -c cfg` (which must listen on 127.0.0.1:0) and returns it with the
+/// address it logged.
+fn serve(cfg: &std::path::Path) -> (Server, String) {
+    let mut child = a3kv()
+        .args(["serve", "--log-format", "json", "--log-level", "info", "-c"])
+        .arg(cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["fields"]["message"] == "listening" {
+                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or("").to_string());
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("server logs its address");
+    (server, addr)
+}
+
 #[test]
 fn precompute_fills_the_disk_tier_that_the_server_then_hits() {
     if !model_present() {
@@ -284,31 +315,7 @@ fn precompute_fills_the_disk_tier_that_the_server_then_hits() {
         ),
     )
     .unwrap();
-    let mut child = a3kv()
-        .args(["serve", "--log-format", "json", "--log-level", "info", "-c"])
-        .arg(&cfg)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["fields"]["message"] == "listening" {
-                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or("").to_string());
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("server logs its address");
+    let (server, addr) = serve(&cfg);
     let body = serde_json::json!({
         "messages": [{"role": "user", "content": "Where is the Zorblat festival held?"}],
         "documents": texts.iter().map(|t| serde_json::json!({"text": t})).collect::<Vec<_>>(),
@@ -330,4 +337,75 @@ fn precompute_fills_the_disk_tier_that_the_server_then_hits() {
         "{metrics}"
     );
     drop(server);
+}
+
+#[test]
+fn loadgen_against_a_real_server_for_20_seconds_counts_what_the_server_counts() {
+    if !model_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\n").unwrap();
+    let (server, addr) = serve(&cfg);
+    let success = |m: &str| metric(m, "a3kv:request_success_total", "");
+    let (_, before) = http(&addr, "GET", "/metrics", None);
+    let out_path = dir.path().join("load.json");
+    let t0 = std::time::Instant::now();
+    let out = a3kv()
+        .args([
+            "loadgen",
+            "--target",
+            &format!("http://{addr}"),
+            "--arrival",
+            "closed",
+            "--concurrency",
+            "2",
+            "--duration-secs",
+            "20",
+            "--drain-secs",
+            "30",
+            "--num-docs",
+            "8",
+            "--doc-words",
+            "60-120",
+            "--docs-per-request",
+            "2",
+            "--output-tokens",
+            "4",
+            "--fusion-method",
+            "a3",
+            "--precompute",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, after) = http(&addr, "GET", "/metrics", None);
+    drop(server);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert_eq!(v["precompute"]["documents"], 8, "{v}");
+    let s = &v["runs"][0]["summary"];
+    let sent = s["sent"].as_u64().unwrap();
+    assert!(
+        sent >= 4,
+        "a 20 s closed loop sends more than a few requests: {s}"
+    );
+    assert_eq!(s["failed"], 0, "{s}");
+    assert_eq!(s["succeeded"].as_u64(), Some(sent), "{s}");
+    assert_eq!(
+        (success(&after) - success(&before)) as u64,
+        sent,
+        "server's a3kv:request_success_total delta vs loadgen's count"
+    );
+    // Bounded: 20 s of sending plus at most the drain.
+    assert!(elapsed < 20.0 + 30.0 + 15.0, "took {elapsed:.1} s");
 }

@@ -28,9 +28,10 @@ pub struct LoadgenArgs {
     /// Path of the chat-completions endpoint, appended to --target.
     #[arg(long, default_value = "/v1/chat/completions")]
     pub endpoint: String,
-    /// The `model` field of each request.
-    #[arg(long, default_value = "default")]
-    pub model: String,
+    /// The `model` field of each request [default: the first model the server lists at
+    /// `GET /v1/models`].
+    #[arg(long)]
+    pub model: Option<String>,
 
     /// Number of distinct documents in the pool.
     #[arg(long, default_value_t = 200)]
@@ -96,6 +97,10 @@ pub struct LoadgenArgs {
     /// Recompute ratio sent as `fusion.recompute_ratio` (0..=1).
     #[arg(long)]
     pub recompute_ratio: Option<f64>,
+    /// Before the run, store every pool document through the a3kv chunk API
+    /// (`PUT /v1/chunks` on --target), so the measured requests find their chunks cached.
+    #[arg(long, conflicts_with = "inline_documents")]
+    pub precompute: bool,
     /// Put the documents into the prompt text (servers without the documents extension).
     #[arg(long)]
     pub inline_documents: bool,

@@ -63,6 +63,10 @@ pub struct ValidConfig {
     pub out: Option<PathBuf>,
     /// Keep per-request records in the report.
     pub detailed: bool,
+    /// `GET /v1/models` on the target, to find the model when `--model` is not given.
+    pub models_url: String,
+    /// `--precompute`: the chunk API URL the pool is stored through before the run.
+    pub precompute_url: Option<String>,
 }
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T, LoadgenError> {
@@ -132,10 +136,13 @@ impl ValidConfig {
             tpot_secs: args.slo_tpot,
         };
         let mode = mode(args, &arrival, &slo)?;
+        let precompute_url = args.precompute.then(|| format!("{target}/v1/chunks"));
         Ok(Self {
+            precompute_url,
+            models_url: format!("{target}/v1/models"),
             client: ClientConfig {
                 endpoint,
-                model: args.model.clone(),
+                model: args.model.clone().unwrap_or_default(),
                 request_timeout: Duration::from_secs_f64(request_timeout),
                 inline_documents: args.inline_documents,
                 fusion_method: args.fusion_method.clone(),

@@ -39,6 +39,22 @@ pub enum LoadgenError {
         #[source]
         source: std::io::Error,
     },
+    /// `--model` was not given and the server's model list could not be read.
+    #[error("finding the model at {url} failed: {message}; pass --model")]
+    ModelDiscovery {
+        /// The `/v1/models` URL.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// `--precompute`: the server did not store the document pool.
+    #[error("precomputing the document pool at {url} failed: {message}")]
+    Precompute {
+        /// The chunk API URL.
+        url: String,
+        /// What failed.
+        message: String,
+    },
     /// The report could not be serialised to JSON.
     #[error("cannot serialise report: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -53,6 +69,8 @@ impl LoadgenError {
             Self::CorpusFormat { .. } => "corpus_format",
             Self::HttpClient(_) => "http_client",
             Self::WriteReport { .. } => "write_report",
+            Self::Precompute { .. } => "precompute",
+            Self::ModelDiscovery { .. } => "model_discovery",
             Self::Serialize(_) => "serialize",
         }
     }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod corpus;
 pub mod dist;
 pub mod error;
+pub mod precompute;
 pub mod record;
 pub mod report;
 pub mod runner;
@@ -66,7 +67,10 @@ use session::Session;
 /// [`LoadgenError::HttpClient`], and report-writing errors. Failed requests are not errors:
 /// they are counted in the report.
 pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
-    let cfg = ValidConfig::from_args(&args)?;
+    let mut cfg = ValidConfig::from_args(&args)?;
+    if cfg.client.model.is_empty() {
+        cfg.client.model = discover_model(&cfg.models_url, cfg.client.request_timeout).await?;
+    }
     let seed = cfg.workload.seed;
     let (corpus_path, synthetic) = (cfg.corpus.clone(), cfg.synthetic_text);
     // Reading and splitting a corpus file is blocking work: keep it off the runtime workers.
@@ -81,6 +85,12 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
     .map_err(|e| LoadgenError::InvalidArgs(format!("corpus loader failed: {e}")))??;
     let workload = Arc::new(Workload::new(cfg.workload.clone(), corpus)?);
     let settings = report::Settings::new(&cfg, workload.corpus_source());
+    let precompute = match &cfg.precompute_url {
+        Some(url) => {
+            Some(precompute::precompute_pool(url, &workload, cfg.client.request_timeout).await?)
+        }
+        None => None,
+    };
     let session = Session {
         cfg: cfg.clone(),
         workload,
@@ -109,6 +119,7 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
     };
     let report = LoadReport {
         settings,
+        precompute,
         runs,
         compare,
         sweep,
@@ -117,4 +128,27 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
         report.write_json(path)?;
     }
     Ok(report)
+}
+
+/// The first model id the server lists (OpenAI `GET /v1/models`).
+async fn discover_model(url: &str, timeout: std::time::Duration) -> Result<String, LoadgenError> {
+    let fail = |message: String| LoadgenError::ModelDiscovery {
+        url: url.to_string(),
+        message,
+    };
+    let http = reqwest::Client::builder().timeout(timeout).build()?;
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(fail(format!("HTTP {status}")));
+    }
+    let v: serde_json::Value = resp.json().await.map_err(|e| fail(e.to_string()))?;
+    v["data"][0]["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| fail("no model listed (expected {\"data\": [{\"id\": ..}]})".into()))
 }

@@ -95,6 +95,9 @@ pub struct RunReport {
 pub struct LoadReport {
     /// The settings.
     pub settings: Settings,
+    /// `--precompute`: the pool stored before the runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precompute: Option<crate::precompute::PrecomputeReport>,
     /// One entry per run (one, one per method, or one per sweep point).
     pub runs: Vec<RunReport>,
     /// `--compare` ratios.
@@ -120,6 +123,12 @@ impl LoadReport {
     /// compare table.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        if let Some(p) = &self.precompute {
+            out.push_str(&format!(
+                "precomputed {} pool documents through the chunk API in {:.1} s\n\n",
+                p.documents, p.secs
+            ));
+        }
         if let Some(sweep) = &self.sweep {
             out.push_str(&sweep.render());
             return out;

@@ -44,6 +44,8 @@ pub fn args(target: &str, extra: &[&str]) -> LoadgenArgs {
         target,
         "--no-progress",
         "--synthetic-text",
+        "--model",
+        "stub",
     ];
     argv.extend_from_slice(extra);
     Cli::try_parse_from(argv).unwrap().args
