@@ -93,7 +93,8 @@ impl CachedLayers for PromptCache {
     }
 }
 
-/// Overwrites rows `rows` (ascending) of `base` `[H, T, d]` with `src` `[H, |rows|, d]`.
+/// Overwrites rows `rows` of `base` `[H, T, d]` with `src` `[H, |rows|, d]` (one copy of
+/// `base`, on its device).
 pub fn scatter_rows(base: &Tensor, rows: &[u32], src: &Tensor) -> Result<Tensor> {
     let (h, t, d) = base.dims3()?;
     let (sh, r, sd) = src.dims3()?;
@@ -104,23 +105,13 @@ pub fn scatter_rows(base: &Tensor, rows: &[u32], src: &Tensor) -> Result<Tensor>
             base.dims()
         )));
     }
-    let dtype = base.dtype();
-    let mut b: Vec<f32> = base
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1()?;
-    let s: Vec<f32> = src
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1()?;
-    for hh in 0..h {
-        for (j, &row) in rows.iter().enumerate() {
-            let dst = (hh * t + row as usize) * d;
-            let from = (hh * r + j) * d;
-            b[dst..dst + d].copy_from_slice(&s[from..from + d]);
-        }
+    if r == 0 {
+        return Ok(base.clone());
     }
-    Ok(Tensor::from_vec(b, (h, t, d), base.device())?.to_dtype(dtype)?)
+    let idx = Tensor::from_slice(rows, (1, r, 1), base.device())?
+        .broadcast_as((h, r, d))?
+        .contiguous()?;
+    Ok(base.scatter(&idx, &src.to_dtype(base.dtype())?.contiguous()?, 1)?)
 }
 
 /// Result of a fused prefill.
@@ -134,9 +125,12 @@ pub struct FusedPrefill {
     pub report: FusionReport,
 }
 
-/// A fused prefill in progress.
-pub struct FusionRun<'m> {
-    model: &'m Model,
+/// A fused prefill in progress. It owns no model: every step takes the model, so a
+/// scheduler can hold many runs between steps and batch their layers
+/// ([`FusionRun::hidden`] → one q/k/v matmul → [`FusionRun::attend_layer`] per run → one
+/// MLP matmul → [`FusionRun::end_layer`]).
+#[derive(Debug)]
+pub struct FusionRun {
     prompt: RagPrompt,
     params: FusionParams,
     positions: Vec<u32>,
@@ -153,9 +147,9 @@ pub struct FusionRun<'m> {
     started: Instant,
 }
 
-impl<'m> FusionRun<'m> {
+impl FusionRun {
     /// Starts a run; validates the parameters. `full` is handled by [`fused_prefill`].
-    pub fn new(model: &'m Model, prompt: RagPrompt, params: FusionParams) -> Result<Self> {
+    pub fn new(model: &Model, prompt: RagPrompt, params: FusionParams) -> Result<Self> {
         params.validate(model.num_layers())?;
         model.check_context(0, prompt.len())?;
         if prompt.question_len() == 0 {
@@ -163,7 +157,6 @@ impl<'m> FusionRun<'m> {
         }
         let t = prompt.len();
         Ok(Self {
-            model,
             positions: (0..t as u32).collect(),
             check_layer: params.check_layer(),
             report: FusionReport {
@@ -226,9 +219,8 @@ impl<'m> FusionRun<'m> {
     /// Runs the exact layers `0..check` over all rows and the check layer's q/k/v, then
     /// selects rows `I`. `cached` is read only for CacheBlend's deviation (V at the check
     /// layer); methods with check layer 0 select statically and read nothing.
-    pub fn run_check(&mut self, cached: &dyn CachedLayers) -> Result<()> {
+    pub fn run_check(&mut self, model: &Model, cached: &dyn CachedLayers) -> Result<()> {
         let t0 = Instant::now();
-        let model = self.model;
         let c = self.check_layer;
         if c == 0 || !matches!(self.params.method, Method::A3 | Method::CacheBlend) {
             // Reuse / EPIC (or any method forced to layer 0): rows known up front; layers
@@ -343,13 +335,38 @@ impl<'m> FusionRun<'m> {
     /// Runs the next selective layer with its cached KV: q/k/v of rows `I` at their true
     /// positions, scatter k/v over the re-positioned cache, attention of rows `I` over the
     /// fused cache, MLP. Errors if called out of order.
-    pub fn run_layer(&mut self, l: usize, cached: &dyn CachedLayers) -> Result<()> {
-        let model = self.model;
-        let Some(h) = self.hidden.take() else {
-            return Err(FusionError::InvalidParameter(
-                "run_check must run first".into(),
-            ));
-        };
+    pub fn run_layer(&mut self, model: &Model, l: usize, cached: &dyn CachedLayers) -> Result<()> {
+        let ts = Instant::now();
+        let h = self.hidden()?.clone();
+        let qkv = model.layer_qkv(l, &h)?;
+        let a = self.attend_layer(model, l, &qkv.q, &qkv.k, &qkv.v, cached)?;
+        let h = model.layer_mlp(l, &h, &a)?;
+        self.end_layer(h, ts.elapsed().as_secs_f64())
+    }
+
+    /// Hidden states `[|I|, hidden]` of rows `I` entering [`FusionRun::next_layer`] (after
+    /// [`FusionRun::run_check`]).
+    pub fn hidden(&self) -> Result<&Tensor> {
+        self.hidden
+            .as_ref()
+            .ok_or_else(|| FusionError::InvalidParameter("run_check must run first".into()))
+    }
+
+    /// The per-request middle of selective layer `l`: given the layer's pre-RoPE q/k/v
+    /// `[H, |I|, d]` of rows `I` (computed by the caller, possibly in one matmul with other
+    /// requests' rows), re-positions the cached keys, writes the fresh k/v over their rows,
+    /// keeps the fused layer, and returns the attention output of rows `I` (input of the
+    /// layer's MLP). Errors if `l` is not [`FusionRun::next_layer`].
+    pub fn attend_layer(
+        &mut self,
+        model: &Model,
+        l: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cached: &dyn CachedLayers,
+    ) -> Result<Tensor> {
+        self.hidden()?;
         if l != self.next_layer || l >= model.num_layers() {
             return Err(FusionError::InvalidParameter(format!(
                 "layer {l} out of order (next is {})",
@@ -360,19 +377,40 @@ impl<'m> FusionRun<'m> {
         let (k_pre, v_cached) = cached.layer(l)?;
         let k_all = model.rope().apply(&k_pre, &self.positions)?;
         self.report.reposition_secs += tr.elapsed().as_secs_f64();
-        let ts = Instant::now();
-        let qkv = model.layer_qkv(l, &h)?;
-        let q = model.rope().apply(&qkv.q, &self.rows)?;
-        let k = model.rope().apply(&qkv.k, &self.rows)?;
+        let q = model.rope().apply(q, &self.rows)?;
+        let k = model.rope().apply(k, &self.rows)?;
         let k_f = scatter_rows(&k_all, &self.rows, &k)?;
-        let v_f = scatter_rows(&v_cached, &self.rows, &qkv.v)?;
+        let v_f = scatter_rows(&v_cached, &self.rows, v)?;
         let a = model.layer_attention(l, &q, &self.rows, &k_f, &v_f, &self.positions)?;
-        self.hidden = Some(model.layer_mlp(l, &h, &a)?);
         self.push_question_q(&q)?;
         self.layers.push(LayerKv::new(k_f, v_f)?);
-        self.next_layer = l + 1;
-        self.report.selective_secs += ts.elapsed().as_secs_f64();
+        Ok(a)
+    }
+
+    /// Ends the layer [`FusionRun::attend_layer`] ran: `hidden` is its MLP output for rows
+    /// `I`; `secs` is this run's share of the layer's compute time (for the report).
+    pub fn end_layer(&mut self, hidden: Tensor, secs: f64) -> Result<()> {
+        if self.layers.len() != self.next_layer + 1 {
+            return Err(FusionError::InvalidParameter(
+                "end_layer without attend_layer".into(),
+            ));
+        }
+        if hidden.dims().first() != Some(&self.rows.len()) {
+            return Err(FusionError::InvalidParameter(format!(
+                "end_layer: hidden {:?} for {} rows",
+                hidden.dims(),
+                self.rows.len()
+            )));
+        }
+        self.hidden = Some(hidden);
+        self.next_layer += 1;
+        self.report.selective_secs += secs;
         Ok(())
+    }
+
+    /// The prompt being fused.
+    pub fn prompt(&self) -> &RagPrompt {
+        &self.prompt
     }
 
     /// Next layer [`FusionRun::run_layer`] expects.
@@ -381,8 +419,7 @@ impl<'m> FusionRun<'m> {
     }
 
     /// Logits of the last row, the fused cache (evicted if asked), and the report.
-    pub fn finish(mut self, with_selection: bool) -> Result<FusedPrefill> {
-        let model = self.model;
+    pub fn finish(mut self, model: &Model, with_selection: bool) -> Result<FusedPrefill> {
         if self.next_layer != model.num_layers() {
             return Err(FusionError::InvalidParameter(format!(
                 "finish after {} of {} layers",
@@ -481,10 +518,10 @@ pub fn fused_prefill(
     };
     cache.check(model, prompt)?;
     let mut run = FusionRun::new(model, prompt.clone(), params.clone())?;
-    run.run_check(&cache)?;
+    run.run_check(model, &cache)?;
     while run.next_layer() < model.num_layers() {
         let l = run.next_layer();
-        run.run_layer(l, &cache)?;
+        run.run_layer(model, l, &cache)?;
     }
-    run.finish(with_selection)
+    run.finish(model, with_selection)
 }

@@ -214,12 +214,12 @@ fn a3_is_closer_to_full_than_reuse_and_random_over_20_items() {
         )
         .unwrap();
         r.set_fixed_selection(rows);
-        r.run_check(&cache).unwrap();
+        r.run_check(&m.model, &cache).unwrap();
         while r.next_layer() < m.model.num_layers() {
             let l = r.next_layer();
-            r.run_layer(l, &cache).unwrap();
+            r.run_layer(&m.model, l, &cache).unwrap();
         }
-        kl_random += kl(&full, &logits(&r.finish(false).unwrap().logits));
+        kl_random += kl(&full, &logits(&r.finish(&m.model, false).unwrap().logits));
     }
     let nf = n as f64;
     let (a3, reuse, random) = (kl_a3 / nf, kl_reuse / nf, kl_random / nf);

@@ -1,29 +1,30 @@
 //! The fused prefill of DESIGN.md §1.2 cut at the pipeline's stage boundaries, with the
-//! selective layers batched over many requests.
+//! selective layers batched over many requests. The math is `a3kv_fusion::FusionRun`'s;
+//! this file only feeds it cached layers as they stream in and batches its layers.
 //!
-//! [`check_phase`] (RelevanceScorer, one request): exact layers `0..c` over all rows, the
-//! check layer's q/k/v and the method's selection `I`. [`selective_batch`]
-//! (RecomputeBatcher): for each later layer, the q/k/v projections and the MLP of the rows
-//! `I` of every request in the batch run as one matmul; RoPE, the scatter of fresh k/v
-//! into each request's re-positioned cached layer and attention run per request over its
-//! own fused cache. [`finish`]: logits of the last row, fused cache, report.
+//! [`check_phase`] (RelevanceScorer, one request): `FusionRun::run_check` — exact layers
+//! `0..c` over all rows, the check layer's q/k/v and the method's selection `I`.
+//! [`selective_batch`] (RecomputeBatcher): for each later layer, the q/k/v projections and
+//! the MLP of the rows `I` of every request in the batch run as one matmul
+//! (token-independent); `FusionRun::attend_layer` (RoPE, scatter of fresh k/v into the
+//! request's re-positioned cached layer, attention) runs per request over its own fused
+//! cache. [`finish`]: `FusionRun::finish` (logits of the last row, fused cache, report).
 //!
-//! Reference twin: `a3kv_fusion::fused_prefill` (same math, one request); the tests below
-//! assert the two agree for every method, batched or not.
+//! The tests below assert that batched stages equal `a3kv_fusion::fused_prefill` for every
+//! method.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
-use a3kv_fusion::a3::a3_scores;
-use a3kv_fusion::evict::evict;
-use a3kv_fusion::selection::{budget_k, chunk_starts, normalise, select_with_sinks, v_deviation};
-use a3kv_fusion::{
-    Eviction, FusedPrefill, FusionError, FusionParams, FusionReport, Method, RagPrompt,
-};
-use a3kv_model::{KvCache, LayerKv, Model, Tensor};
+use a3kv_fusion::{CachedLayers, FusedPrefill, FusionError, FusionParams, FusionRun, RagPrompt};
+use a3kv_model::{Model, Tensor};
 use a3kv_store::LayerKv as StoredLayer;
 
 use crate::EngineError;
+
+/// A request between the check layer and the end of its fused prefill.
+pub type Fusing = FusionRun;
 
 /// Where a request's cached layers come from: a function returning layer `l` of every
 /// cached part (prefix first, then chunks), blocking until it has arrived.
@@ -32,59 +33,16 @@ pub trait LayerSource {
     fn layer(&mut self, l: usize) -> Result<Vec<Arc<StoredLayer>>, EngineError>;
 }
 
-/// A request between the check layer and the end of its fused prefill.
-#[derive(Debug)]
-pub struct Fusing {
-    prompt: RagPrompt,
-    params: FusionParams,
-    positions: Vec<u32>,
-    /// Selected rows `I` (global, ascending, question included).
-    rows: Vec<u32>,
-    hidden: Tensor,
-    layers: Vec<LayerKv>,
-    question_q: Vec<Tensor>,
-    next_layer: usize,
-    report: FusionReport,
-    started: Instant,
-}
-
-impl Fusing {
-    /// Rows `I` this request recomputes per selective layer.
-    pub fn rows(&self) -> &[u32] {
-        &self.rows
-    }
-
-    /// Next layer to run.
-    pub fn next_layer(&self) -> usize {
-        self.next_layer
-    }
-
-    fn keep_question_q(&mut self, q: &Tensor) -> Result<(), EngineError> {
-        if matches!(self.params.eviction, Some(Eviction::SnapKv { .. })) {
-            let qn = self.prompt.question_len();
-            let (_, n, _) = q.dims3().map_err(ferr)?;
-            self.question_q.push(
-                q.narrow(1, n - qn, qn)
-                    .and_then(|t| t.contiguous())
-                    .map_err(ferr)?,
-            );
-        }
-        Ok(())
-    }
-}
-
 fn ferr(e: candle_core::Error) -> EngineError {
     EngineError::from(FusionError::from(e))
 }
 
 /// Builds one layer's pre-RoPE K and V `[H_kv, T, d]` over all prompt rows from the stored
-/// parts (question rows zero), with `fresh` rows (pre-RoPE k, v `[H_kv, r, d]`) written
-/// over their cached rows.
+/// parts (question rows zero).
 fn assemble(
     model: &Model,
     prompt: &RagPrompt,
     parts: &[Arc<StoredLayer>],
-    fresh: Option<(&[u32], &Tensor, &Tensor)>,
 ) -> Result<(Tensor, Tensor), EngineError> {
     let c = model.config();
     let (hkv, d, t) = (c.num_kv_heads, c.head_dim, prompt.len());
@@ -111,24 +69,6 @@ fn assemble(
             t - prompt.question_len()
         )));
     }
-    if let Some((rows, fk, fv)) = fresh {
-        let to_vec = |x: &Tensor| -> Result<Vec<f32>, EngineError> {
-            x.to_dtype(candle_core::DType::F32)
-                .and_then(|x| x.flatten_all())
-                .and_then(|x| x.to_vec1::<f32>())
-                .map_err(ferr)
-        };
-        let (fk, fv) = (to_vec(fk)?, to_vec(fv)?);
-        let r = rows.len();
-        for h in 0..hkv {
-            for (j, &row) in rows.iter().enumerate() {
-                let dst = (h * t + row as usize) * d;
-                let src = (h * r + j) * d;
-                k[dst..dst + d].copy_from_slice(&fk[src..src + d]);
-                v[dst..dst + d].copy_from_slice(&fv[src..src + d]);
-            }
-        }
-    }
     let dev = model.device();
     let mk = |x: Vec<f32>| {
         Tensor::from_vec(x, (hkv, t, d), dev)
@@ -136,6 +76,49 @@ fn assemble(
             .map_err(ferr)
     };
     Ok((mk(k)?, mk(v)?))
+}
+
+/// One layer's cache, already assembled, as fusion's [`CachedLayers`].
+struct Assembled {
+    layer: usize,
+    k: Tensor,
+    v: Tensor,
+}
+
+impl CachedLayers for Assembled {
+    fn layer(&self, l: usize) -> a3kv_fusion::Result<(Tensor, Tensor)> {
+        if l != self.layer {
+            return Err(FusionError::InvalidParameter(format!(
+                "layer {l} asked of layer {}'s cache",
+                self.layer
+            )));
+        }
+        Ok((self.k.clone(), self.v.clone()))
+    }
+}
+
+/// A [`LayerSource`] as fusion's [`CachedLayers`] for the check phase; the source's own
+/// error (a corrupt chunk, a lost loader) is kept so the request fails with it.
+struct SourceLayers<'a> {
+    model: &'a Model,
+    prompt: RagPrompt,
+    src: RefCell<&'a mut dyn LayerSource>,
+    error: RefCell<Option<EngineError>>,
+}
+
+impl CachedLayers for SourceLayers<'_> {
+    fn layer(&self, l: usize) -> a3kv_fusion::Result<(Tensor, Tensor)> {
+        let got = self
+            .src
+            .borrow_mut()
+            .layer(l)
+            .and_then(|parts| assemble(self.model, &self.prompt, &parts));
+        got.map_err(|e| {
+            let msg = e.to_string();
+            *self.error.borrow_mut() = Some(e);
+            FusionError::ChunkMismatch(msg)
+        })
+    }
 }
 
 /// Exact layers `0..c`, the check layer's q/k/v and the selection (RelevanceScorer).
@@ -147,124 +130,17 @@ pub fn check_phase(
     params: FusionParams,
     src: &mut dyn LayerSource,
 ) -> Result<Fusing, EngineError> {
-    params.validate(model.num_layers())?;
-    model.check_context(0, prompt.len())?;
-    if prompt.question_len() == 0 {
-        return Err(FusionError::EmptyQuestion.into());
-    }
-    let started = Instant::now();
-    let t = prompt.len();
-    let c = params.check_layer();
-    let mut f = Fusing {
-        positions: (0..t as u32).collect(),
-        report: FusionReport {
-            method: params.method.as_str().to_string(),
-            prompt_tokens: t,
-            ..Default::default()
-        },
-        rows: Vec::new(),
-        hidden: Tensor::zeros(1, model.dtype(), model.device()).map_err(ferr)?,
-        layers: Vec::new(),
-        question_q: Vec::new(),
-        next_layer: 0,
-        started,
+    let mut run = FusionRun::new(model, prompt.clone(), params)?;
+    let cached = SourceLayers {
+        model,
         prompt,
-        params,
+        src: RefCell::new(src),
+        error: RefCell::new(None),
     };
-    let p = f.prompt.prefix_len() as u32;
-    let question: Vec<u32> = (f.prompt.doc_range().end as u32..t as u32).collect();
-    let set_rows = |f: &mut Fusing, doc_rel: &[usize]| {
-        f.rows = doc_rel
-            .iter()
-            .map(|&j| p + j as u32)
-            .chain(question.iter().copied())
-            .collect();
-    };
-    let k_budget = budget_k(f.params.budget, &f.prompt);
-    let is_scored = matches!(f.params.method, Method::A3 | Method::CacheBlend);
-    if c == 0 || !is_scored {
-        if is_scored {
-            return Err(EngineError::InvalidRequest(format!(
-                "{} needs a check layer >= 1",
-                f.params.method.as_str()
-            )));
-        }
-        let sel = match f.params.method {
-            Method::Epic => chunk_starts(&f.prompt, f.params.epic_tokens),
-            Method::Reuse => chunk_starts(&f.prompt, f.params.sink_tokens)
-                .into_iter()
-                .take(k_budget)
-                .collect(),
-            _ => Vec::new(),
-        };
-        set_rows(&mut f, &sel);
-        let ids: Vec<u32> = f.rows.iter().map(|&r| f.prompt.ids[r as usize]).collect();
-        f.hidden = model.embed(&ids)?;
-        f.report.check_secs = started.elapsed().as_secs_f64();
-        return Ok(f);
+    match run.run_check(model, &cached) {
+        Ok(()) => Ok(run),
+        Err(e) => Err(cached.error.into_inner().unwrap_or_else(|| e.into())),
     }
-    let pos = f.positions.clone();
-    let rope = model.rope();
-    let mut h = model.embed(&f.prompt.ids)?;
-    for l in 0..c {
-        let qkv = model.layer_qkv(l, &h)?;
-        let q = rope.apply(&qkv.q, &pos)?;
-        let k = rope.apply(&qkv.k, &pos)?;
-        let a = model.layer_attention(l, &q, &pos, &k, &qkv.v, &pos)?;
-        h = model.layer_mlp(l, &h, &a)?;
-        f.keep_question_q(&q)?;
-        f.layers.push(LayerKv::new(k, qkv.v)?);
-    }
-    let qkv = model.layer_qkv(c, &h)?;
-    let k = rope.apply(&qkv.k, &pos)?;
-    let n_doc = f.prompt.doc_range().len();
-    let ts = Instant::now();
-    let q0 = question[0] as usize;
-    let q_question = rope.apply(
-        &qkv.q.narrow(1, q0, question.len()).map_err(ferr)?,
-        &question,
-    )?;
-    let cached_v = |src: &mut dyn LayerSource, f: &Fusing| -> Result<Tensor, EngineError> {
-        let parts = src.layer(c)?;
-        Ok(assemble(model, &f.prompt, &parts, None)?.1)
-    };
-    let scores = match f.params.method {
-        Method::A3 => {
-            let a3 = a3_scores(
-                &q_question,
-                &k,
-                f.prompt.prefix_len(),
-                f.params.pooling_width,
-            )?;
-            match f.params.hybrid_weight {
-                Some(w) if n_doc > 0 => {
-                    let dev = v_deviation(&qkv.v, &cached_v(src, &f)?, &f.prompt)?;
-                    let (a, b) = (normalise(&a3), normalise(&dev));
-                    a.iter()
-                        .zip(&b)
-                        .map(|(x, y)| w * x + (1.0 - w) * y)
-                        .collect()
-                }
-                _ => a3,
-            }
-        }
-        _ if n_doc > 0 => v_deviation(&qkv.v, &cached_v(src, &f)?, &f.prompt)?,
-        _ => Vec::new(),
-    };
-    let sinks = chunk_starts(&f.prompt, f.params.sink_tokens);
-    let sel = select_with_sinks(&scores, k_budget, &sinks);
-    f.report.selection_secs = ts.elapsed().as_secs_f64();
-    set_rows(&mut f, &sel);
-    let idx = Tensor::from_slice(&f.rows, f.rows.len(), model.device()).map_err(ferr)?;
-    let q_i = rope.apply(&qkv.q.index_select(&idx, 1).map_err(ferr)?, &f.rows)?;
-    let a = model.layer_attention(c, &q_i, &f.rows, &k, &qkv.v, &pos)?;
-    let h_i = h.index_select(&idx, 0).map_err(ferr)?;
-    f.hidden = model.layer_mlp(c, &h_i, &a)?;
-    f.keep_question_q(&q_question)?;
-    f.layers.push(LayerKv::new(k, qkv.v)?);
-    f.next_layer = c + 1;
-    f.report.check_secs = started.elapsed().as_secs_f64();
-    Ok(f)
 }
 
 /// Runs every remaining layer of the requests in `batch` (RecomputeBatcher). Per layer the
@@ -276,12 +152,12 @@ pub fn selective_batch(
     batch: &mut [(&mut Fusing, &mut dyn LayerSource)],
 ) -> Vec<Result<(), EngineError>> {
     let mut status: Vec<Result<(), EngineError>> = batch.iter().map(|_| Ok(())).collect();
-    let first = batch.iter().map(|(f, _)| f.next_layer).min().unwrap_or(0);
+    let first = batch.iter().map(|(f, _)| f.next_layer()).min().unwrap_or(0);
     for l in first..model.num_layers() {
         // Members at this layer whose cached layer arrived.
         let mut members = Vec::new();
         for (i, (f, src)) in batch.iter_mut().enumerate() {
-            if status[i].is_err() || f.next_layer != l {
+            if status[i].is_err() || f.next_layer() != l {
                 continue;
             }
             match src.layer(l) {
@@ -292,86 +168,75 @@ pub fn selective_batch(
         if members.is_empty() {
             continue;
         }
-        if let Err(e) = batch_layer(model, l, batch, &members) {
-            for (i, _) in &members {
-                status[*i] = Err(e.clone());
+        if let Err(e) = batch_layer(model, l, batch, members) {
+            for (i, e) in e {
+                status[i] = Err(e);
             }
         }
     }
     status
 }
 
+/// One selective layer over `members` (batch index, stored parts of layer `l`). On error,
+/// returns the failed members with their errors.
 fn batch_layer(
     model: &Model,
     l: usize,
     batch: &mut [(&mut Fusing, &mut dyn LayerSource)],
-    members: &[(usize, Vec<Arc<StoredLayer>>)],
-) -> Result<(), EngineError> {
+    members: Vec<(usize, Vec<Arc<StoredLayer>>)>,
+) -> Result<(), Vec<(usize, EngineError)>> {
+    let all_fail = |ids: &[usize], e: EngineError| -> Vec<(usize, EngineError)> {
+        ids.iter().map(|&i| (i, e.clone())).collect()
+    };
+    let ids: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
     let ts = Instant::now();
-    let hidden: Vec<Tensor> = members
+    let hidden: Vec<Tensor> = ids
         .iter()
-        .map(|(i, _)| batch[*i].0.hidden.clone())
-        .collect();
-    let h_all = Tensor::cat(&hidden, 0).map_err(ferr)?;
-    let qkv = model.layer_qkv(l, &h_all)?;
+        .map(|&i| batch[i].0.hidden().cloned())
+        .collect::<Result<_, _>>()
+        .map_err(|e| all_fail(&ids, e.into()))?;
+    let h_all = Tensor::cat(&hidden, 0).map_err(|e| all_fail(&ids, ferr(e)))?;
+    let qkv = model
+        .layer_qkv(l, &h_all)
+        .map_err(|e| all_fail(&ids, FusionError::from(e).into()))?;
     let mut attn = Vec::with_capacity(members.len());
     let mut off = 0usize;
     for (i, parts) in members {
-        let f = &mut *batch[*i].0;
-        let n = f.rows.len();
-        let q = qkv.q.narrow(1, off, n).map_err(ferr)?;
-        let k = qkv.k.narrow(1, off, n).map_err(ferr)?;
-        let v = qkv.v.narrow(1, off, n).map_err(ferr)?;
+        let f = &mut *batch[i].0;
+        let n = f.rows().len();
+        let mut one = || -> Result<Tensor, EngineError> {
+            let (k, v) = assemble(model, f.prompt(), &parts)?;
+            let cached = Assembled { layer: l, k, v };
+            let q_i = qkv.q.narrow(1, off, n).map_err(ferr)?;
+            let k_i = qkv.k.narrow(1, off, n).map_err(ferr)?;
+            let v_i = qkv.v.narrow(1, off, n).map_err(ferr)?;
+            Ok(f.attend_layer(model, l, &q_i, &k_i, &v_i, &cached)?)
+        };
+        attn.push(one().map_err(|e| all_fail(&ids, e))?);
         off += n;
-        let tr = Instant::now();
-        let (k_pre, v_f) = assemble(model, &f.prompt, parts, Some((&f.rows, &k, &v)))?;
-        // RoPE is row-wise, so rotating after the scatter equals scattering rotated rows.
-        let k_f = model.rope().apply(&k_pre, &f.positions)?;
-        f.report.reposition_secs += tr.elapsed().as_secs_f64();
-        let q = model.rope().apply(&q, &f.rows)?;
-        attn.push(model.layer_attention(l, &q, &f.rows, &k_f, &v_f, &f.positions)?);
-        f.keep_question_q(&q)?;
-        f.layers.push(LayerKv::new(k_f, v_f)?);
-        f.next_layer = l + 1;
     }
-    let a_all = Tensor::cat(&attn, 0).map_err(ferr)?;
-    let h_new = model.layer_mlp(l, &h_all, &a_all)?;
+    let a_all = Tensor::cat(&attn, 0).map_err(|e| all_fail(&ids, ferr(e)))?;
+    let h_new = model
+        .layer_mlp(l, &h_all, &a_all)
+        .map_err(|e| all_fail(&ids, FusionError::from(e).into()))?;
+    let share = ts.elapsed().as_secs_f64() / ids.len() as f64;
     let mut off = 0usize;
-    let share = ts.elapsed().as_secs_f64() / members.len() as f64;
-    for (i, _) in members {
-        let f = &mut *batch[*i].0;
-        let n = f.rows.len();
-        f.hidden = h_new.narrow(0, off, n).map_err(ferr)?;
+    for &i in &ids {
+        let f = &mut *batch[i].0;
+        let n = f.rows().len();
+        let h = h_new
+            .narrow(0, off, n)
+            .map_err(|e| all_fail(&ids, ferr(e)))?;
+        f.end_layer(h, share)
+            .map_err(|e| all_fail(&ids, e.into()))?;
         off += n;
-        f.report.selective_secs += share;
     }
     Ok(())
 }
 
 /// Logits of the last row, the fused cache (evicted if asked) and the report.
-pub fn finish(model: &Model, mut f: Fusing) -> Result<FusedPrefill, EngineError> {
-    if f.next_layer != model.num_layers() {
-        return Err(EngineError::Internal(format!(
-            "finish after {} of {} layers",
-            f.next_layer,
-            model.num_layers()
-        )));
-    }
-    let n = f.hidden.dims()[0];
-    let last = f.hidden.narrow(0, n - 1, 1).map_err(ferr)?;
-    let logits = model.logits(&last)?.squeeze(0).map_err(ferr)?;
-    let mut cache = KvCache::new(std::mem::take(&mut f.layers), f.positions.clone())?;
-    if let Some(ev) = f.params.eviction {
-        cache = evict(&cache, ev, &f.prompt, &f.question_q)?;
-    }
-    let recomputed = f.rows.len() - f.prompt.question_len();
-    f.report.account(&f.prompt, recomputed);
-    f.report.total_secs = f.started.elapsed().as_secs_f64();
-    Ok(FusedPrefill {
-        logits,
-        cache,
-        report: f.report,
-    })
+pub fn finish(model: &Model, f: Fusing) -> Result<FusedPrefill, EngineError> {
+    Ok(f.finish(model, false)?)
 }
 
 /// A [`LayerSource`] over stored chunk data already in memory (tests, benches, the
@@ -396,7 +261,7 @@ impl LayerSource for InMemoryLayers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use a3kv_fusion::{fused_prefill, precompute_chunk, Budget};
+    use a3kv_fusion::{fused_prefill, precompute_chunk, Budget, Method};
     use a3kv_model::{testing::tiny_model, Family};
 
     fn setup(model: &Model, seed: u32) -> (RagPrompt, Vec<Arc<a3kv_fusion::ChunkKv>>) {
