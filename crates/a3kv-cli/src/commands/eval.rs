@@ -25,7 +25,7 @@ pub struct EvalArgs {
     /// Model; default: the fetched SmolLM2.
     #[arg(long, env = "A3KV_MODEL")]
     pub model: Option<PathBuf>,
-    /// Data set: hotpotqa, needle[:LEN,..], ruler[:LEN,..], jsonl:PATH.
+    /// Data set: hotpotqa, needle[:LEN,..[/DEPTHS]], ruler[:LEN,..[/PER_TASK]], jsonl:PATH.
     #[arg(long, default_value = "hotpotqa")]
     pub dataset: String,
     /// Methods, comma separated; each `name[:key=value;...]` with keys r (ratio),

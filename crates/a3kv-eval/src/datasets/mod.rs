@@ -54,7 +54,7 @@ fn parse_lengths(spec: &str, list: &str) -> Result<Vec<usize>, EvalError> {
 impl FromStr for DatasetSpec {
     type Err = EvalError;
 
-    /// Parses `hotpotqa`, `needle`, `needle:512,1024`, `ruler`, `ruler:1024,4096` or
+    /// Parses `hotpotqa`, `needle`, `needle:512,1024`, `needle:512,1024/5` (5 depths), `ruler:1024/2` (2 items per task), `ruler`, `ruler:1024,4096` or
     /// `jsonl:PATH`. Errors: `UnknownDataset` for other names, `InvalidSpec` for bad lengths
     /// or an empty path.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -65,15 +65,32 @@ impl FromStr for DatasetSpec {
         match (name, arg) {
             ("hotpotqa", None) => Ok(DatasetSpec::HotpotQa),
             ("needle", None) => Ok(DatasetSpec::Needle(NeedleConfig::default())),
-            ("needle", Some(list)) => Ok(DatasetSpec::Needle(NeedleConfig {
-                lengths_tokens: parse_lengths(s, list)?,
-                ..NeedleConfig::default()
-            })),
+            ("needle", Some(arg)) => {
+                // `LEN,../DEPTHS`: DEPTHS evenly spaced depths from 0% to 100% (default 10).
+                let (list, depths) = split_count(s, arg, "depth count", 2)?;
+                let mut cfg = NeedleConfig {
+                    lengths_tokens: parse_lengths(s, list)?,
+                    ..NeedleConfig::default()
+                };
+                if let Some(n) = depths {
+                    cfg.depth_percents =
+                        (0..n).map(|i| i as f64 * 100.0 / (n - 1) as f64).collect();
+                }
+                Ok(DatasetSpec::Needle(cfg))
+            }
             ("ruler", None) => Ok(DatasetSpec::Ruler(RulerConfig::default())),
-            ("ruler", Some(list)) => Ok(DatasetSpec::Ruler(RulerConfig {
-                lengths_tokens: parse_lengths(s, list)?,
-                ..RulerConfig::default()
-            })),
+            ("ruler", Some(arg)) => {
+                // `LEN,../N`: N items per (task, length) (default 5).
+                let (list, samples) = split_count(s, arg, "samples per task", 1)?;
+                let mut cfg = RulerConfig {
+                    lengths_tokens: parse_lengths(s, list)?,
+                    ..RulerConfig::default()
+                };
+                if let Some(n) = samples {
+                    cfg.samples_per_task = n;
+                }
+                Ok(DatasetSpec::Ruler(cfg))
+            }
             ("jsonl", Some(path)) if !path.is_empty() => Ok(DatasetSpec::Jsonl(path.into())),
             ("jsonl", _) => Err(EvalError::InvalidSpec {
                 spec: s.to_string(),
@@ -88,14 +105,45 @@ impl FromStr for DatasetSpec {
     }
 }
 
+/// Splits `LIST/N` into the list and `N` (at least `min`); `LIST` alone gives `None`.
+fn split_count<'a>(
+    spec: &str,
+    arg: &'a str,
+    what: &str,
+    min: usize,
+) -> Result<(&'a str, Option<usize>), EvalError> {
+    let Some((list, n)) = arg.split_once('/') else {
+        return Ok((arg, None));
+    };
+    match n.trim().parse::<usize>() {
+        Ok(v) if v >= min => Ok((list, Some(v))),
+        _ => Err(EvalError::InvalidSpec {
+            spec: spec.to_string(),
+            message: format!("{what} {n:?}: expected an integer >= {min}"),
+        }),
+    }
+}
+
 impl fmt::Display for DatasetSpec {
     /// The canonical spec string (parses back to an equal spec for the default configs).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let join = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
         match self {
             DatasetSpec::HotpotQa => write!(f, "hotpotqa"),
-            DatasetSpec::Needle(cfg) => write!(f, "needle:{}", join(&cfg.lengths_tokens)),
-            DatasetSpec::Ruler(cfg) => write!(f, "ruler:{}", join(&cfg.lengths_tokens)),
+            DatasetSpec::Needle(cfg) => {
+                write!(f, "needle:{}", join(&cfg.lengths_tokens))?;
+                if cfg.depth_percents != NeedleConfig::default().depth_percents {
+                    write!(f, "/{}", cfg.depth_percents.len())?;
+                }
+                Ok(())
+            }
+            DatasetSpec::Ruler(cfg) => {
+                write!(f, "ruler:{}", join(&cfg.lengths_tokens))?;
+                if cfg.samples_per_task != RulerConfig::default().samples_per_task {
+                    write!(f, "/{}", cfg.samples_per_task)?;
+                }
+                Ok(())
+            }
             DatasetSpec::Jsonl(path) => write!(f, "jsonl:{}", path.display()),
         }
     }
@@ -158,6 +206,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(needle.to_string(), "needle:512,1024");
+        let five: DatasetSpec = "needle:512/5".parse().unwrap();
+        match &five {
+            DatasetSpec::Needle(cfg) => {
+                assert_eq!(cfg.depth_percents, vec![0.0, 25.0, 50.0, 75.0, 100.0]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(five.to_string(), "needle:512/5");
+        assert!("needle:512/1".parse::<DatasetSpec>().is_err());
+        assert!("needle:512/x".parse::<DatasetSpec>().is_err());
+        let two: DatasetSpec = "ruler:1024/2".parse().unwrap();
+        match &two {
+            DatasetSpec::Ruler(cfg) => assert_eq!(cfg.samples_per_task, 2),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(two.to_string(), "ruler:1024/2");
+        assert!("ruler:1024/0".parse::<DatasetSpec>().is_err());
         let ruler: DatasetSpec = "ruler".parse().unwrap();
         assert_eq!(ruler.to_string().parse::<DatasetSpec>().unwrap(), ruler);
         assert_eq!(
