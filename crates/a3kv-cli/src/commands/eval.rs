@@ -248,7 +248,24 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         for s in &specs {
             if let Some(grid) = NeedleGrid::from_runs(&results.runs, &s.label()) {
-                let path = dir.join(format!("needle-{}.png", s.name));
+                // The method name, or the whole label where two specs share a name.
+                let stem = if specs.iter().filter(|o| o.name == s.name).count() == 1 {
+                    s.name.clone()
+                } else {
+                    s.label()
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '.' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect::<String>()
+                        .trim_matches('_')
+                        .to_string()
+                };
+                let path = dir.join(format!("needle-{stem}.png"));
                 render_needle_heatmap(&grid, &format!("needle: {}", s.label()), &path)?;
                 eprintln!("[a3kv] heat-map {}", path.display());
             }
