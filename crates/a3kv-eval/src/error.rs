@@ -70,6 +70,9 @@ pub enum EvalError {
         /// Why.
         message: String,
     },
+    /// Results documents that cannot be merged (different model, data set, methods..).
+    #[error("cannot merge results: {0}")]
+    Merge(String),
     /// Serialising results failed.
     #[error("serialising results: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -95,6 +98,7 @@ impl EvalError {
             EvalError::UnknownDataset(_) => "unknown_dataset",
             EvalError::InvalidSpec { .. } => "invalid_spec",
             EvalError::Generation { .. } => "generation",
+            EvalError::Merge(_) => "merge",
             EvalError::Serialize(_) => "serialize",
             EvalError::Plot { .. } => "plot",
         }

@@ -110,6 +110,62 @@ impl EvalResults {
     }
 }
 
+impl EvalResults {
+    /// Joins the documents of a run split into shards (`a3kv eval --skip`): the same model,
+    /// data set, seed, generation limit and methods; no (item, method) pair twice. Runs keep
+    /// shard order, the summary is recomputed over all of them, and `data_hash` lists the
+    /// shards' hashes joined by `+`.
+    ///
+    /// Errors: `Merge` naming the first field that differs, a repeated pair, or no input.
+    pub fn merge(parts: Vec<EvalResults>) -> Result<EvalResults, EvalError> {
+        let mut parts = parts.into_iter();
+        let mut out = parts
+            .next()
+            .ok_or_else(|| EvalError::Merge("no results documents given".into()))?;
+        let mut seen: std::collections::HashSet<(String, String)> = out
+            .runs
+            .iter()
+            .map(|r| (r.item_id.clone(), r.method.clone()))
+            .collect();
+        for (i, p) in parts.enumerate() {
+            let differs = |field: &str| {
+                EvalError::Merge(format!(
+                    "document {} has a different {field} than the first",
+                    i + 2
+                ))
+            };
+            if p.model != out.model {
+                return Err(differs("model"));
+            }
+            if p.dataset != out.dataset {
+                return Err(differs("dataset"));
+            }
+            if p.seed != out.seed {
+                return Err(differs("seed"));
+            }
+            if p.max_tokens != out.max_tokens {
+                return Err(differs("max_tokens"));
+            }
+            if p.methods != out.methods {
+                return Err(differs("methods"));
+            }
+            for r in &p.runs {
+                if !seen.insert((r.item_id.clone(), r.method.clone())) {
+                    return Err(EvalError::Merge(format!(
+                        "item {} with method {} appears twice",
+                        r.item_id, r.method
+                    )));
+                }
+            }
+            out.data_hash = format!("{}+{}", out.data_hash, p.data_hash);
+            out.num_items += p.num_items;
+            out.runs.extend(p.runs);
+        }
+        out.summary = crate::summary::summarize(&out.methods, &out.runs);
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -163,5 +219,42 @@ pub(crate) mod tests {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(value["runs"][1]["method"], "reuse");
         assert_eq!(value["summary"][0]["mean_score"], 1.0);
+    }
+
+    fn doc(item: &str, score: f64) -> EvalResults {
+        let runs = vec![run(item, "full", score), run(item, "reuse", 0.0)];
+        let methods = vec![MethodSpec::plain("full"), MethodSpec::plain("reuse")];
+        EvalResults {
+            a3kv_eval_version: env!("CARGO_PKG_VERSION").into(),
+            model: json!({"file": "m.gguf"}),
+            dataset: "hotpotqa".into(),
+            data_hash: format!("h{item}"),
+            seed: 0,
+            max_tokens: 16,
+            num_items: 1,
+            summary: summarize(&methods, &runs),
+            methods,
+            runs,
+        }
+    }
+
+    #[test]
+    fn merged_shards_summarise_all_their_runs() {
+        let merged = EvalResults::merge(vec![doc("q1", 1.0), doc("q2", 0.0)]).unwrap();
+        assert_eq!(merged.num_items, 2);
+        assert_eq!(merged.runs.len(), 4);
+        assert_eq!(merged.data_hash, "hq1+hq2");
+        assert_eq!(merged.summary[0].mean_score, 0.5);
+    }
+
+    #[test]
+    fn shards_that_differ_or_overlap_are_refused() {
+        let mut other = doc("q2", 0.0);
+        other.max_tokens = 24;
+        let err = EvalResults::merge(vec![doc("q1", 1.0), other]).unwrap_err();
+        assert!(err.to_string().contains("max_tokens"), "{err}");
+        let err = EvalResults::merge(vec![doc("q1", 1.0), doc("q1", 1.0)]).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+        assert_eq!(EvalResults::merge(vec![]).unwrap_err().kind(), "merge");
     }
 }

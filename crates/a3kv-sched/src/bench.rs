@@ -28,6 +28,10 @@ pub struct SchedulerBenchOptions {
     pub max_tokens: usize,
     /// Methods compared (default a3, full).
     pub methods: Vec<Method>,
+    /// Recompute batching settings measured (default on, then off).
+    pub batching: Vec<bool>,
+    /// Also measure the cold (disk tier) point (default true).
+    pub cold: bool,
     /// Engine config the points start from.
     pub engine: EngineConfig,
     /// Directory for the cold (disk tier) point; `None` = a temporary directory under
@@ -44,6 +48,8 @@ impl Default for SchedulerBenchOptions {
             documents: synthetic_documents(8, 12),
             max_tokens: 8,
             methods: vec![Method::A3, Method::Full],
+            batching: vec![true, false],
+            cold: true,
             engine: EngineConfig::default(),
             disk_dir: None,
         }
@@ -106,6 +112,26 @@ pub struct BenchPoint {
     pub ttft_p99_secs: f64,
     /// Mean recompute ratio.
     pub recompute_ratio: f64,
+    /// Mean prompt tokens per request (the context length measured).
+    #[serde(default)]
+    pub prompt_tokens: f64,
+    /// Where TTFT goes, median seconds from submit: admitted into the running set, selection
+    /// done (end of the check layer), fused cache ready.
+    #[serde(default)]
+    pub stages_p50_secs: StageTimes,
+}
+
+/// Median stage timestamps of a point's requests (seconds from submit).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageTimes {
+    /// Admitted into the running set (queueing before it).
+    pub admitted: f64,
+    /// Check layer and selection finished.
+    pub check_end: f64,
+    /// Every cached layer of every chunk arrived.
+    pub last_layer_loaded: f64,
+    /// Fused cache ready (first token follows).
+    pub prefill_end: f64,
 }
 
 /// The whole report.
@@ -121,17 +147,18 @@ impl std::fmt::Display for SchedulerBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<6} {:<6} {:>4} {:<6} {:>9} {:>10} {:>10} {:>7}",
-            "method", "batch", "conc", "tier", "req/s", "ttft p50", "ttft p99", "ratio"
+            "{:<6} {:<6} {:>4} {:<6} {:>7} {:>9} {:>10} {:>10} {:>7}",
+            "method", "batch", "conc", "tier", "prompt", "req/s", "ttft p50", "ttft p99", "ratio"
         )?;
         for p in &self.points {
             writeln!(
                 f,
-                "{:<6} {:<6} {:>4} {:<6} {:>9.2} {:>9.1}ms {:>9.1}ms {:>7.3}",
+                "{:<6} {:<6} {:>4} {:<6} {:>7.0} {:>9.2} {:>9.1}ms {:>9.1}ms {:>7.3}",
                 p.method,
                 if p.batching { "on" } else { "off" },
                 p.concurrency,
                 p.tier,
+                p.prompt_tokens,
                 p.throughput_rps,
                 p.ttft_p50_secs * 1e3,
                 p.ttft_p99_secs * 1e3,
@@ -164,9 +191,14 @@ pub async fn bench_scheduler(
     if opts.documents.is_empty() || opts.docs_per_request == 0 {
         return Err(EngineError::InvalidRequest("bench needs documents".into()));
     }
+    if opts.batching.is_empty() || opts.methods.is_empty() || opts.concurrency.is_empty() {
+        return Err(EngineError::InvalidRequest(
+            "bench needs at least one method, batching setting and concurrency".into(),
+        ));
+    }
     let mut points = Vec::new();
     for &method in &opts.methods {
-        for batching in [true, false] {
+        for &batching in &opts.batching {
             for &c in &opts.concurrency {
                 let cfg = EngineConfig {
                     batching,
@@ -177,6 +209,12 @@ pub async fn bench_scheduler(
                 points.push(point(&model, &opts, cfg, method, c, "memory").await?);
             }
         }
+    }
+    if !opts.cold {
+        return Ok(SchedulerBenchReport {
+            points,
+            cold_over_warm_ttft: None,
+        });
     }
     let tmp;
     let dir = match &opts.disk_dir {
@@ -206,7 +244,7 @@ pub async fn bench_scheduler(
     let cold = cold?;
     let warm = points
         .iter()
-        .find(|p| p.method == method.as_str() && p.batching && p.concurrency == 1)
+        .find(|p| p.method == method.as_str() && p.concurrency == 1)
         .map(|p| p.ttft_p50_secs);
     let cold_over_warm_ttft = warm.filter(|w| *w > 0.0).map(|w| cold.ttft_p50_secs / w);
     points.push(cold);
@@ -270,12 +308,25 @@ async fn point(
     }
     drop(tx);
     let mut ttft = Vec::new();
-    let mut ratio = 0.0;
+    let (mut ratio, mut prompt) = (0.0, 0usize);
+    let mut stages: [Vec<f64>; 4] = Default::default();
     while let Some(r) = rx.recv().await {
-        let (t, rr) = r?;
+        let (t, rr, p, trace) = r?;
         ttft.push(t);
         ratio += rr;
+        prompt += p;
+        stages[0].push(trace.admitted_secs);
+        stages[1].push(trace.check_end_secs.unwrap_or(0.0));
+        stages[2].push(trace.layer_loaded_secs.iter().copied().fold(0.0, f64::max));
+        stages[3].push(trace.prefill_end_secs.unwrap_or(0.0));
     }
+    let [mut a, mut c, mut l, mut e] = stages;
+    let stages_p50_secs = StageTimes {
+        admitted: percentile(&mut a, 0.5),
+        check_end: percentile(&mut c, 0.5),
+        last_layer_loaded: percentile(&mut l, 0.5),
+        prefill_end: percentile(&mut e, 0.5),
+    };
     for w in workers {
         let _ = w.await;
     }
@@ -301,17 +352,22 @@ async fn point(
         ttft_p50_secs: percentile(&mut ttft, 0.5),
         ttft_p99_secs: percentile(&mut ttft, 0.99),
         recompute_ratio: if n > 0 { ratio / n as f64 } else { 0.0 },
+        prompt_tokens: if n > 0 { prompt as f64 / n as f64 } else { 0.0 },
+        stages_p50_secs,
     })
 }
 
-/// One request to its end: (TTFT, recompute ratio).
-async fn run_one(engine: &Engine, req: GenerateRequest) -> Result<(f64, f64), EngineError> {
+/// One request to its end: (TTFT, recompute ratio, prompt tokens, stage trace).
+async fn run_one(
+    engine: &Engine,
+    req: GenerateRequest,
+) -> Result<(f64, f64, usize, crate::RequestTrace), EngineError> {
     let mut rx = engine.submit(req)?;
     while let Some(ev) = rx.recv().await {
         match ev {
             EngineEvent::Finished { usage, .. } => {
                 let r = usage.fusion.map_or(1.0, |f| f.recompute_ratio);
-                return Ok((usage.ttft_secs, r));
+                return Ok((usage.ttft_secs, r, usage.prompt_tokens, usage.trace));
             }
             EngineEvent::Failed(e) => return Err(e),
             EngineEvent::Token { .. } => {}

@@ -81,6 +81,21 @@ pub struct SchedulerArgs {
     /// Methods compared (the first is the baseline).
     #[arg(long, value_delimiter = ',', default_value = "a3,full")]
     pub methods: Vec<String>,
+    /// Recompute batching settings measured: `on`, `off` or both.
+    #[arg(long, value_delimiter = ',', default_value = "on,off", value_parser = parse_on_off)]
+    pub batching: Vec<bool>,
+    /// Documents per request (context ≈ this × the document length).
+    #[arg(long, default_value_t = 3)]
+    pub docs_per_request: usize,
+    /// Synthetic document pool size.
+    #[arg(long, default_value_t = 8)]
+    pub pool: usize,
+    /// Sentences per synthetic document (≈ 15 tokens each; 34 ≈ one 512-token chunk).
+    #[arg(long, default_value_t = 12)]
+    pub doc_sentences: usize,
+    /// Skip the cold (disk tier) point.
+    #[arg(long)]
+    pub no_cold: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -326,6 +341,15 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `on` / `off` (also `true` / `false`) for `--batching`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("expected on or off, got {other:?}")),
+    }
+}
+
 fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
     let lm = crate::common::load(a.model.clone())?;
     let methods: Vec<Method> = a
@@ -333,11 +357,18 @@ fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| m.parse())
         .collect::<Result<_, _>>()?;
+    if a.docs_per_request == 0 || a.pool == 0 || a.doc_sentences == 0 {
+        anyhow::bail!("--docs-per-request, --pool and --doc-sentences must be >= 1");
+    }
     let opts = a3kv_sched::bench::SchedulerBenchOptions {
         concurrency: a.concurrency.clone(),
         requests: a.requests,
         max_tokens: a.max_tokens,
         methods,
+        batching: a.batching.clone(),
+        docs_per_request: a.docs_per_request,
+        documents: a3kv_sched::bench::synthetic_documents(a.pool, a.doc_sentences),
+        cold: !a.no_cold,
         ..Default::default()
     };
     let report =

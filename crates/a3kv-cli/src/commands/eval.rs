@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use a3kv_eval::{
     load, render_needle_heatmap, run_eval, BackendError, BackendOutput, DatasetSpec, EvalBackend,
-    EvalItem, MethodSpec, NeedleGrid, RunConfig,
+    EvalItem, EvalResults, MethodSpec, NeedleGrid, RunConfig,
 };
 use a3kv_fusion::{
     fused_prefill, generate, precompute_chunk, Budget, ChunkId, ChunkKv, FusionParams, Method,
@@ -39,9 +39,17 @@ pub struct EvalArgs {
     /// Default recompute ratio.
     #[arg(long, default_value_t = 0.15)]
     pub ratio: f64,
-    /// Items to use (from the start / generated).
+    /// Items to use (from the start / generated, after `--skip`).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Items to pass over first: with `--limit`, one shard of a longer run (join the shards'
+    /// JSON with `--merge`).
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
+    /// Join results JSON files of one run's shards instead of running a model: prints the
+    /// table over all items and writes `--out`.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["skip", "limit", "heatmap_dir"])]
+    pub merge: Vec<PathBuf>,
     /// Seed for generated data sets.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -201,15 +209,41 @@ impl EvalBackend for FusionBackend<'_> {
     }
 }
 
+/// `a3kv eval --merge`: joins shard documents, prints the table, writes `--out`.
+fn merge(a: &EvalArgs) -> anyhow::Result<()> {
+    let parts = a
+        .merge
+        .iter()
+        .map(|p| EvalResults::read_json(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = EvalResults::merge(parts)?;
+    println!("{}", a3kv_eval::render_table(&results.summary));
+    if let Some(p) = &a.out {
+        results.write_json(p)?;
+        eprintln!("[a3kv] merged results written to {}", p.display());
+    }
+    Ok(())
+}
+
 /// Runs `a3kv eval`.
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    if !a.merge.is_empty() {
+        return merge(&a);
+    }
     let lm = crate::common::load(a.model.clone())?;
     let spec: DatasetSpec = a.dataset.parse()?;
     let tok = lm.tokenizer.clone();
     let count = move |s: &str| tok.encode(s).map(|v| v.len()).unwrap_or(0);
-    let items = load(&spec, &a.data_dir, a.limit, a.seed, &count)?;
+    let wanted = a.limit.map(|l| l.saturating_add(a.skip));
+    let mut items = load(&spec, &a.data_dir, wanted, a.seed, &count)?;
+    let available = items.len();
+    items.drain(..a.skip.min(available));
     if items.is_empty() {
-        bail!("data set {} produced no items", a.dataset);
+        bail!(
+            "data set {} produced no items ({available} available, --skip {})",
+            a.dataset,
+            a.skip
+        );
     }
     let mut specs = Vec::new();
     let mut params = HashMap::new();
