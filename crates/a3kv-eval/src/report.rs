@@ -244,7 +244,7 @@ pub(crate) mod tests {
         assert_eq!(merged.num_items, 2);
         assert_eq!(merged.runs.len(), 4);
         assert_eq!(merged.data_hash, "hq1+hq2");
-        assert_eq!(merged.summary[0].mean_score, 0.5);
+        assert_eq!(merged.summary[0].mean_score, Some(0.5));
     }
 
     #[test]
