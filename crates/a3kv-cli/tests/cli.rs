@@ -92,7 +92,7 @@ fn bad_input_fails_with_a_clear_message() {
 }
 
 #[test]
-fn eval_runs_every_method_on_five_hotpotqa_items_and_writes_json() {
+fn eval_shards_of_five_hotpotqa_items_run_every_method_and_merge_into_one_json() {
     if !model_present() {
         return;
     }
@@ -106,20 +106,41 @@ fn eval_runs_every_method_on_five_hotpotqa_items_and_writes_json() {
         eprintln!("SKIP: data absent; run scripts/fetch-data.sh");
         return;
     }
+    // Two shards (items 0..3 and 3..5) joined with --merge: the same as one run of 5 items.
     let dir = tempfile::tempdir().unwrap();
+    let shard = |skip: &str, limit: &str| {
+        let path = dir.path().join(format!("shard{skip}.json"));
+        let out = a3kv()
+            .args([
+                "eval",
+                "--dataset",
+                "hotpotqa",
+                "--skip",
+                skip,
+                "--limit",
+                limit,
+                "--max-tokens",
+                "4",
+                "--no-progress",
+                "--out",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    };
+    let (first, second) = (shard("0", "3"), shard("3", "2"));
     let out_path = dir.path().join("results.json");
     let out = a3kv()
-        .args([
-            "eval",
-            "--dataset",
-            "hotpotqa",
-            "--limit",
-            "5",
-            "--max-tokens",
-            "4",
-            "--no-progress",
-            "--out",
-        ])
+        .arg("eval")
+        .arg("--merge")
+        .arg(format!("{},{}", first.display(), second.display()))
+        .arg("--out")
         .arg(&out_path)
         .output()
         .unwrap();
@@ -132,6 +153,16 @@ fn eval_runs_every_method_on_five_hotpotqa_items_and_writes_json() {
         serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 25, "5 items x 5 methods");
+    assert_eq!(v["num_items"], 5);
+    let data: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&data).unwrap()).unwrap();
+    let ids: Vec<&str> = runs
+        .iter()
+        .step_by(5)
+        .map(|r| r["item_id"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = (0..5).map(|i| data[i]["_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, want, "shards cover items 0..5 in order");
     assert!(runs.iter().all(|r| r["error"].is_null()), "{runs:?}");
     // Fidelity against full is recorded for every other method.
     assert!(runs
@@ -139,6 +170,15 @@ fn eval_runs_every_method_on_five_hotpotqa_items_and_writes_json() {
         .filter(|r| r["method_name"] != "full")
         .all(|r| r["kl_vs_full"].as_f64().is_some()));
     assert!(String::from_utf8_lossy(&out.stdout).contains("a3"));
+    // A shard merged with itself is refused.
+    let out = a3kv()
+        .arg("eval")
+        .arg("--merge")
+        .arg(format!("{},{}", first.display(), first.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("appears twice"));
 }
 
 /// One HTTP/1.1 request over a fresh loopback connection: `(status, body)`.
