@@ -22,6 +22,8 @@ pub struct EdgeLimits {
     pub default_max_tokens: usize,
     /// `engine.max_documents`.
     pub max_documents: usize,
+    /// `engine.default_fusion`: what a request's `fusion` fields start from.
+    pub default_fusion: FusionParams,
 }
 
 /// `stop`: one string or a list.
@@ -52,7 +54,8 @@ pub struct DocumentIn {
     pub text: Option<String>,
 }
 
-/// The `fusion` extension.
+/// The `fusion` extension. Fields not given keep the server's `engine.default_fusion`;
+/// naming another `method` drops the default's A^3-only `hybrid_weight` and its check layer.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FusionIn {
@@ -60,7 +63,16 @@ pub struct FusionIn {
     pub method: Option<String>,
     /// Fraction of document tokens to recompute, in [0, 1].
     pub recompute_ratio: Option<f64>,
+    /// Document tokens to recompute, instead of a ratio.
+    pub recompute_tokens: Option<i64>,
+    /// First tokens of every chunk added to the selection, out of the same budget.
+    pub sink_tokens: Option<i64>,
+    /// A^3 only: weight of A^3's question attention against CacheBlend's V deviation, in [0, 1].
+    pub hybrid_weight: Option<f64>,
 }
+
+/// Largest `fusion.sink_tokens` accepted (a chunk is at most `engine.chunk_tokens` long).
+const MAX_SINK_TOKENS: i64 = 1 << 16;
 
 /// Fields shared by both endpoints.
 #[derive(Debug, Clone, Deserialize)]
@@ -231,25 +243,74 @@ fn documents(
     Ok((refs, ids))
 }
 
-fn fusion(f: &Option<FusionIn>) -> Result<Option<FusionParams>, ApiError> {
+fn fusion(f: &Option<FusionIn>, default: &FusionParams) -> Result<Option<FusionParams>, ApiError> {
     let Some(f) = f else { return Ok(None) };
-    let mut p = FusionParams::default();
+    let mut p = default.clone();
     if let Some(m) = &f.method {
-        p.method = Method::from_str(m).map_err(|_| {
+        let m = Method::from_str(m).map_err(|_| {
             invalid(
                 "fusion.method",
                 format!("unknown fusion method {m:?}; allowed: a3, cacheblend, epic, reuse, full"),
             )
         })?;
+        if m != p.method {
+            p = FusionParams {
+                method: m,
+                budget: p.budget,
+                eviction: p.eviction,
+                ..FusionParams::method(m)
+            };
+        }
     }
-    if let Some(r) = f.recompute_ratio {
-        if !(0.0..=1.0).contains(&r) {
+    match (f.recompute_ratio, f.recompute_tokens) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "fusion.recompute_tokens",
+                "give recompute_ratio or recompute_tokens, not both",
+            ))
+        }
+        (Some(r), None) if !(0.0..=1.0).contains(&r) => {
             return Err(invalid(
                 "fusion.recompute_ratio",
                 format!("recompute_ratio {r} must be in [0, 1]"),
+            ))
+        }
+        (Some(r), None) => p.budget = Budget::Ratio(r),
+        (None, Some(n)) if n < 0 => {
+            return Err(invalid(
+                "fusion.recompute_tokens",
+                format!("recompute_tokens {n} must be >= 0"),
+            ))
+        }
+        (None, Some(n)) => p.budget = Budget::Tokens(n as usize),
+        (None, None) => {}
+    }
+    if let Some(n) = f.sink_tokens {
+        if !(0..=MAX_SINK_TOKENS).contains(&n) {
+            return Err(invalid(
+                "fusion.sink_tokens",
+                format!("sink_tokens {n} must be in [0, {MAX_SINK_TOKENS}]"),
             ));
         }
-        p.budget = Budget::Ratio(r);
+        p.sink_tokens = n as usize;
+    }
+    if let Some(w) = f.hybrid_weight {
+        if p.method != Method::A3 {
+            return Err(invalid(
+                "fusion.hybrid_weight",
+                format!(
+                    "hybrid_weight applies to a3 only, not {}",
+                    p.method.as_str()
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&w) {
+            return Err(invalid(
+                "fusion.hybrid_weight",
+                format!("hybrid_weight {w} must be in [0, 1]"),
+            ));
+        }
+        p.hybrid_weight = Some(w as f32);
     }
     Ok(Some(p))
 }
@@ -339,7 +400,7 @@ impl ChatRequest {
     /// messages followed by one user message (the question): a RAG prompt has no history.
     pub fn validate(&self, request_id: &str, lim: &EdgeLimits) -> Result<ValidRequest, ApiError> {
         let msgs = messages(&self.messages)?;
-        let fusion = fusion(&self.common.fusion)?;
+        let fusion = fusion(&self.common.fusion, &lim.default_fusion)?;
         let docs = self.common.documents.as_deref().unwrap_or_default();
         if docs.is_empty() {
             return finish(
@@ -389,7 +450,7 @@ impl CompletionRequest {
         if prompt.is_empty() {
             return Err(invalid("prompt", "prompt must not be empty"));
         }
-        let fusion = fusion(&self.common.fusion)?;
+        let fusion = fusion(&self.common.fusion, &lim.default_fusion)?;
         let docs = self.common.documents.as_deref().unwrap_or_default();
         if docs.is_empty() {
             return finish(
@@ -421,6 +482,10 @@ mod tests {
             max_new_tokens: 100,
             default_max_tokens: 10,
             max_documents: 2,
+            default_fusion: FusionParams {
+                hybrid_weight: Some(0.5),
+                ..FusionParams::default()
+            },
         }
     }
 
@@ -464,6 +529,38 @@ mod tests {
     }
 
     #[test]
+    fn fusion_fields_override_the_server_default() {
+        let m = serde_json::json!([{"role": "user", "content": "q"}]);
+        let fusion = |f: Value| {
+            chat(serde_json::json!({"messages": m, "fusion": f}))
+                .unwrap()
+                .generate
+                .fusion
+                .unwrap()
+        };
+        // Only a budget: the default's method and hybrid weight stay.
+        let f = fusion(serde_json::json!({"recompute_tokens": 64, "sink_tokens": 1}));
+        assert_eq!(
+            (f.method, f.budget, f.sink_tokens, f.hybrid_weight),
+            (Method::A3, Budget::Tokens(64), 1, Some(0.5))
+        );
+        // The same method keeps them too; another method starts from its own defaults.
+        assert_eq!(
+            fusion(serde_json::json!({"method": "a3"})).hybrid_weight,
+            Some(0.5)
+        );
+        let f = fusion(serde_json::json!({"method": "cacheblend"}));
+        assert_eq!((f.method, f.hybrid_weight), (Method::CacheBlend, None));
+        assert_eq!(
+            fusion(serde_json::json!({"hybrid_weight": 0.0})).hybrid_weight,
+            Some(0.0)
+        );
+        // No `fusion` object: the engine applies its default itself.
+        let v = chat(serde_json::json!({"messages": m})).unwrap();
+        assert!(v.generate.fusion.is_none());
+    }
+
+    #[test]
     fn bad_fields_name_their_param() {
         let param = |v: Value| match chat(v) {
             Err(ApiError::InvalidParam { param, .. }) => param,
@@ -487,6 +584,30 @@ mod tests {
             param(serde_json::json!({"messages": m, "fusion": {"recompute_ratio": 2.0}})),
             "fusion.recompute_ratio"
         );
+        for (fusion, field) in [
+            (
+                serde_json::json!({"recompute_ratio": 0.1, "recompute_tokens": 5}),
+                "fusion.recompute_tokens",
+            ),
+            (
+                serde_json::json!({"recompute_tokens": -1}),
+                "fusion.recompute_tokens",
+            ),
+            (serde_json::json!({"sink_tokens": -2}), "fusion.sink_tokens"),
+            (
+                serde_json::json!({"hybrid_weight": 1.5}),
+                "fusion.hybrid_weight",
+            ),
+            (
+                serde_json::json!({"method": "epic", "hybrid_weight": 0.5}),
+                "fusion.hybrid_weight",
+            ),
+        ] {
+            assert_eq!(
+                param(serde_json::json!({"messages": m, "fusion": fusion})),
+                field
+            );
+        }
         assert_eq!(
             param(
                 serde_json::json!({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}], "documents": [{"text": "t"}]})
