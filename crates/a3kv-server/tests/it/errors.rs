@@ -175,6 +175,22 @@ fn cases() -> Vec<Case> {
             Some("fusion.recompute_ratio"),
         ),
         case(
+            "hybrid weight on a method other than a3",
+            chat,
+            json!({"messages": user("hi"), "documents": [{"text": "x y z"}], "fusion": {"method": "epic", "hybrid_weight": 0.5}}),
+            400,
+            "invalid_value",
+            Some("fusion.hybrid_weight"),
+        ),
+        case(
+            "ratio and token budget together",
+            chat,
+            json!({"messages": user("hi"), "documents": [{"text": "x y z"}], "fusion": {"recompute_ratio": 0.1, "recompute_tokens": 3}}),
+            400,
+            "invalid_value",
+            Some("fusion.recompute_tokens"),
+        ),
+        case(
             "unknown fusion key",
             chat,
             json!({"messages": user("hi"), "fusion": {"ratio": 0.2}}),
@@ -437,6 +453,25 @@ async fn chunk_api_roundtrip() {
             .is_some_and(|n| n > 0),
         "{body}"
     );
+    // A token budget recomputes exactly that many more document rows.
+    let mut recomputed = Vec::new();
+    for n in [0, 5] {
+        let r = c
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&json!({"messages": user("What is Lyon known for?"), "documents": [{"id": "doc-lyon"}],
+                "max_tokens": 1, "fusion": {"method": "a3", "recompute_tokens": n, "sink_tokens": 0}}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.expect("json");
+        recomputed.push(
+            body["usage"]["fusion"]["recomputed_tokens"]
+                .as_u64()
+                .expect("count"),
+        );
+    }
+    assert_eq!(recomputed[1], recomputed[0] + 5, "{recomputed:?}");
     let r = c
         .delete(format!("{url}/v1/chunks/doc-lyon"))
         .send()
