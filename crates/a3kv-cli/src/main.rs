@@ -2,6 +2,7 @@
 
 mod commands;
 mod common;
+mod method_spec;
 
 use clap::{Parser, Subcommand};
 

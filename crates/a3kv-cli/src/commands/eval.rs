@@ -11,11 +11,10 @@ use a3kv_eval::{
     EvalItem, EvalResults, MethodSpec, NeedleGrid, RunConfig,
 };
 use a3kv_fusion::{
-    fused_prefill, generate, precompute_chunk, Budget, ChunkId, ChunkKv, FusionParams, Method,
-    RagParts,
+    fused_prefill, generate, precompute_chunk, ChunkId, ChunkKv, FusionParams, RagParts,
 };
 use a3kv_model::{LoadedModel, SamplingParams, DEFAULT_RAG_INSTRUCTION};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use serde_json::json;
 
@@ -71,54 +70,6 @@ pub struct EvalArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
-}
-
-/// Parses `name[:key=value;...]` into fusion parameters and the spec recorded in results.
-fn parse_method(s: &str, ratio: f64) -> anyhow::Result<(MethodSpec, FusionParams)> {
-    let (name, opts) = s.split_once(':').unwrap_or((s, ""));
-    let method: Method = name.parse()?;
-    let mut p = FusionParams {
-        method,
-        budget: Budget::Ratio(ratio),
-        ..Default::default()
-    };
-    let mut rec = serde_json::Map::new();
-    if method != Method::Full {
-        rec.insert("recompute_ratio".into(), json!(ratio));
-    }
-    for kv in opts.split(';').filter(|x| !x.is_empty()) {
-        let Some((k, v)) = kv.split_once('=') else {
-            bail!("method option {kv:?} is not key=value");
-        };
-        let num: f64 = v
-            .parse()
-            .with_context(|| format!("method option {k}={v}"))?;
-        match k {
-            "r" => {
-                p.budget = Budget::Ratio(num);
-                rec.insert("recompute_ratio".into(), json!(num));
-            }
-            "tokens" => {
-                p.budget = Budget::Tokens(num as usize);
-                rec.remove("recompute_ratio");
-                rec.insert("budget_tokens".into(), json!(num as usize));
-            }
-            "sink" => {
-                p.sink_tokens = num as usize;
-                rec.insert("sink_tokens".into(), json!(num as usize));
-            }
-            "hybrid" => {
-                p.hybrid_weight = Some(num as f32);
-                rec.insert("hybrid_weight".into(), json!(num));
-            }
-            "m" => {
-                p.epic_tokens = num as usize;
-                rec.insert("epic_tokens".into(), json!(num as usize));
-            }
-            _ => bail!("unknown method option {k:?} (r, tokens, sink, hybrid, m)"),
-        }
-    }
-    Ok((MethodSpec::new(name, serde_json::Value::Object(rec)), p))
 }
 
 /// The real engine behind the harness: chunks precomputed once per item (warm cache), then
@@ -248,7 +199,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let mut specs = Vec::new();
     let mut params = HashMap::new();
     for m in &a.methods {
-        let (s, p) = parse_method(m, a.ratio)?;
+        let (s, p) = crate::method_spec::parse(m, a.ratio)?;
         p.validate(lm.model.num_layers())?;
         params.insert(s.label(), p);
         specs.push(s);

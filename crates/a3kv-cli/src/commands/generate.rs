@@ -5,9 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use a3kv_fusion::{
-    fused_prefill, generate, precompute_chunk, Budget, FusionParams, Method, RagParts,
-};
+use a3kv_fusion::{fused_prefill, generate, precompute_chunk, RagParts};
 use a3kv_model::{ChatMessage, SamplingParams, TextStreamer, DEFAULT_RAG_INSTRUCTION};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -30,7 +28,8 @@ pub struct GenerateArgs {
     /// The question about the documents.
     #[arg(long)]
     pub question: Option<String>,
-    /// Fusion method for document prompts: full, reuse, cacheblend, epic, a3.
+    /// Fusion method for document prompts: full, reuse, cacheblend, epic, a3, with options
+    /// as in `eval` (`a3:hybrid=0.5`, `a3:sink=1`, `a3:tokens=200`, `epic:m=16`).
     #[arg(long, default_value = "a3")]
     pub method: String,
     /// Recompute ratio r in [0, 1].
@@ -73,7 +72,9 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("reading document {}", p.display()))
             })
             .collect::<anyhow::Result<_>>()?;
-        let method: Method = a.method.parse()?;
+        let (_, params) = crate::method_spec::parse(&a.method, a.ratio)?;
+        params.validate(model.num_layers())?;
+        let method = params.method;
         let parts = RagParts::build(
             tok,
             a.system.as_deref(),
@@ -98,11 +99,6 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             chunks.len(),
             tp.elapsed().as_secs_f64()
         );
-        let params = FusionParams {
-            method,
-            budget: Budget::Ratio(a.ratio),
-            ..Default::default()
-        };
         let tf = Instant::now();
         let out = fused_prefill(model, &prompt, prefix, &chunks, &params, false)?;
         eprintln!(

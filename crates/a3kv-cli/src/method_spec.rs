@@ -1,0 +1,94 @@
+//! Method specs on the command line: `name[:key=value;...]` (e.g. `a3:hybrid=0.5;sink=1`,
+//! `cacheblend:r=0.3`, `a3:tokens=200`) into fusion parameters, for `eval` and `generate`.
+
+use a3kv_eval::MethodSpec;
+use a3kv_fusion::{Budget, FusionParams, Method};
+use anyhow::{bail, Context};
+use serde_json::json;
+
+/// Parses `name[:key=value;...]` into fusion parameters and the spec recorded in results.
+pub fn parse(s: &str, ratio: f64) -> anyhow::Result<(MethodSpec, FusionParams)> {
+    let (name, opts) = s.split_once(':').unwrap_or((s, ""));
+    let method: Method = name.parse()?;
+    let mut p = FusionParams {
+        method,
+        budget: Budget::Ratio(ratio),
+        ..Default::default()
+    };
+    let mut rec = serde_json::Map::new();
+    if method != Method::Full {
+        rec.insert("recompute_ratio".into(), json!(ratio));
+    }
+    for kv in opts.split(';').filter(|x| !x.is_empty()) {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("method option {kv:?} is not key=value");
+        };
+        let num: f64 = v
+            .parse()
+            .with_context(|| format!("method option {k}={v}"))?;
+        let count = || -> anyhow::Result<usize> {
+            if num < 0.0 || num.fract() != 0.0 || !num.is_finite() {
+                bail!("method option {k}={v} must be a whole number >= 0");
+            }
+            Ok(num as usize)
+        };
+        match k {
+            "r" => {
+                p.budget = Budget::Ratio(num);
+                rec.insert("recompute_ratio".into(), json!(num));
+            }
+            "tokens" => {
+                p.budget = Budget::Tokens(count()?);
+                rec.remove("recompute_ratio");
+                rec.insert("budget_tokens".into(), json!(count()?));
+            }
+            "sink" => {
+                p.sink_tokens = count()?;
+                rec.insert("sink_tokens".into(), json!(count()?));
+            }
+            "hybrid" => {
+                p.hybrid_weight = Some(num as f32);
+                rec.insert("hybrid_weight".into(), json!(num));
+            }
+            "m" => {
+                p.epic_tokens = count()?;
+                rec.insert("epic_tokens".into(), json!(count()?));
+            }
+            _ => bail!("unknown method option {k:?} (r, tokens, sink, hybrid, m)"),
+        }
+    }
+    Ok((MethodSpec::new(name, serde_json::Value::Object(rec)), p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_set_the_parameters_and_the_record() {
+        let (spec, p) = parse("a3:hybrid=0.5;sink=1", 0.15).unwrap();
+        assert_eq!((p.method, p.sink_tokens), (Method::A3, 1));
+        assert_eq!(p.hybrid_weight, Some(0.5));
+        assert_eq!(p.budget, Budget::Ratio(0.15));
+        assert_eq!(spec.params["sink_tokens"], 1);
+        let (spec, p) = parse("cacheblend:tokens=64", 0.15).unwrap();
+        assert_eq!(p.budget, Budget::Tokens(64));
+        assert!(spec.params.get("recompute_ratio").is_none());
+        let (_, p) = parse("full", 0.15).unwrap();
+        assert_eq!(p.method, Method::Full);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        for bad in [
+            "magic",
+            "a3:sink",
+            "a3:sink=-1",
+            "a3:tokens=1.5",
+            "a3:x=1",
+            "a3:r=abc",
+        ] {
+            assert!(parse(bad, 0.15).is_err(), "{bad}");
+        }
+    }
+}
