@@ -22,6 +22,17 @@ fn a3kv() -> Command {
     c
 }
 
+/// Runs `cmd` and fails the test with its stderr unless it succeeds.
+fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn generate_answers_the_capital_of_france() {
     if !model_present() {
@@ -110,44 +121,34 @@ fn eval_shards_of_five_hotpotqa_items_run_every_method_and_merge_into_one_json()
     let dir = tempfile::tempdir().unwrap();
     let shard = |skip: &str, limit: &str| {
         let path = dir.path().join(format!("shard{skip}.json"));
-        let out = a3kv()
-            .args([
-                "eval",
-                "--dataset",
-                "hotpotqa",
-                "--skip",
-                skip,
-                "--limit",
-                limit,
-                "--max-tokens",
-                "4",
-                "--no-progress",
-                "--out",
-            ])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        succeed(
+            a3kv()
+                .args([
+                    "eval",
+                    "--dataset",
+                    "hotpotqa",
+                    "--skip",
+                    skip,
+                    "--limit",
+                    limit,
+                    "--max-tokens",
+                    "4",
+                    "--no-progress",
+                    "--out",
+                ])
+                .arg(&path),
         );
         path
     };
     let (first, second) = (shard("0", "3"), shard("3", "2"));
     let out_path = dir.path().join("results.json");
-    let out = a3kv()
-        .arg("eval")
-        .arg("--merge")
-        .arg(format!("{},{}", first.display(), second.display()))
-        .arg("--out")
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        a3kv()
+            .arg("eval")
+            .arg("--merge")
+            .arg(format!("{},{}", first.display(), second.display()))
+            .arg("--out")
+            .arg(&out_path),
     );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
