@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 pub struct FusionReport {
     /// Method name.
     pub method: String,
+    /// A^3 / CacheBlend mix of the selection score, when the A^3 hybrid ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hybrid_weight: Option<f32>,
+    /// Attention-sink tokens added per chunk (0 = none).
+    #[serde(default)]
+    pub sink_tokens: usize,
     /// Prompt rows `T`.
     pub prompt_tokens: usize,
     /// Rows served from cache and never recomputed (prefix + unselected documents).

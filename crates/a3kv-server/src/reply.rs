@@ -112,6 +112,16 @@ pub struct FusionUsage {
     pub recompute_ratio: f64,
     /// Method name.
     pub method: String,
+    /// A^3 hybrid weight, when the hybrid selected the rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hybrid_weight: Option<f32>,
+    /// Attention-sink tokens per chunk, when any.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sink_tokens: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// `usage`.
@@ -139,6 +149,8 @@ impl From<&Usage> for UsageOut {
                 recomputed_tokens: f.recomputed_tokens,
                 recompute_ratio: f.recompute_ratio,
                 method: f.method.clone(),
+                hybrid_weight: f.hybrid_weight,
+                sink_tokens: f.sink_tokens,
             }),
         }
     }

@@ -465,11 +465,11 @@ async fn chunk_api_roundtrip() {
             .expect("send");
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.expect("json");
-        recomputed.push(
-            body["usage"]["fusion"]["recomputed_tokens"]
-                .as_u64()
-                .expect("count"),
-        );
+        let fusion = &body["usage"]["fusion"];
+        recomputed.push(fusion["recomputed_tokens"].as_u64().expect("count"));
+        // The default's hybrid weight stays (same method); no sink tokens were asked for.
+        assert_eq!(fusion["hybrid_weight"], 0.5, "{body}");
+        assert!(fusion.get("sink_tokens").is_none(), "{body}");
     }
     assert_eq!(recomputed[1], recomputed[0] + 5, "{recomputed:?}");
     let r = c
