@@ -311,10 +311,11 @@ async fn point(
     let (mut ratio, mut prompt) = (0.0, 0usize);
     let mut stages: [Vec<f64>; 4] = Default::default();
     while let Some(r) = rx.recv().await {
-        let (t, rr, p, trace) = r?;
-        ttft.push(t);
-        ratio += rr;
-        prompt += p;
+        let usage = r?;
+        let trace = &usage.trace;
+        ttft.push(usage.ttft_secs);
+        ratio += usage.fusion.as_ref().map_or(1.0, |f| f.recompute_ratio);
+        prompt += usage.prompt_tokens;
         stages[0].push(trace.admitted_secs);
         stages[1].push(trace.check_end_secs.unwrap_or(0.0));
         stages[2].push(trace.layer_loaded_secs.iter().copied().fold(0.0, f64::max));
@@ -357,18 +358,12 @@ async fn point(
     })
 }
 
-/// One request to its end: (TTFT, recompute ratio, prompt tokens, stage trace).
-async fn run_one(
-    engine: &Engine,
-    req: GenerateRequest,
-) -> Result<(f64, f64, usize, crate::RequestTrace), EngineError> {
+/// One request to its end: its usage (TTFT, prompt tokens, fusion report, stage trace).
+async fn run_one(engine: &Engine, req: GenerateRequest) -> Result<crate::Usage, EngineError> {
     let mut rx = engine.submit(req)?;
     while let Some(ev) = rx.recv().await {
         match ev {
-            EngineEvent::Finished { usage, .. } => {
-                let r = usage.fusion.map_or(1.0, |f| f.recompute_ratio);
-                return Ok((usage.ttft_secs, r, usage.prompt_tokens, usage.trace));
-            }
+            EngineEvent::Finished { usage, .. } => return Ok(usage),
             EngineEvent::Failed(e) => return Err(e),
             EngineEvent::Token { .. } => {}
         }
