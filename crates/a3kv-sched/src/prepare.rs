@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use a3kv_fusion::{split_ids, ChunkId, FusionParams, Method, RagPrompt};
+use a3kv_fusion::{split_ids, ChunkId, FusionParams, RagPrompt};
 use a3kv_model::{ModelTokenizer, SamplingParams, DEFAULT_RAG_INSTRUCTION};
 use a3kv_store::ChunkStore;
 
@@ -203,7 +203,7 @@ pub fn prepare(
                     ids: ids.clone(),
                 })
                 .collect();
-            if params.method == Method::Full {
+            if params.method.selector().is_full_prefill() {
                 // Full prefill reads no cache.
                 Plan::Fused {
                     prompt,

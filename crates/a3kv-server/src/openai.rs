@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use a3kv_fusion::{Budget, FusionParams, Method};
+use a3kv_fusion::{FusionError, FusionOption, FusionParams, Method};
 use a3kv_model::{ChatMessage, SamplingParams};
 use a3kv_sched::{DocumentRef, GenerateRequest, PromptSpec};
 use serde::Deserialize;
@@ -54,25 +54,15 @@ pub struct DocumentIn {
     pub text: Option<String>,
 }
 
-/// The `fusion` extension. Fields not given keep the server's `engine.default_fusion`;
-/// naming another `method` drops the default's A^3-only `hybrid_weight` and its check layer.
+/// The RAG `fusion` object: `"method"` (a registered selection method) and numeric options
+/// named as in [`FusionOption`] (`recompute_ratio`, `recompute_tokens`, `sink_tokens`,
+/// `hybrid_weight`, `epic_tokens`, `pooling_width`, `check_layer`). Fields not given keep
+/// `engine.default_fusion`; naming another method starts from that method's own defaults.
+/// Parsed and range-checked by the fusion crate ([`FusionParams::apply`]), like the CLI's
+/// method specs; `null` means "not given".
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FusionIn {
-    /// `a3`, `cacheblend`, `epic`, `reuse` or `full`.
-    pub method: Option<String>,
-    /// Fraction of document tokens to recompute, in [0, 1].
-    pub recompute_ratio: Option<f64>,
-    /// Document tokens to recompute, instead of a ratio.
-    pub recompute_tokens: Option<i64>,
-    /// First tokens of every chunk added to the selection, out of the same budget.
-    pub sink_tokens: Option<i64>,
-    /// A^3 only: weight of A^3's question attention against CacheBlend's V deviation, in [0, 1].
-    pub hybrid_weight: Option<f64>,
-}
-
-/// Largest `fusion.sink_tokens` accepted (a chunk is at most `engine.chunk_tokens` long).
-const MAX_SINK_TOKENS: i64 = 1 << 16;
+#[serde(transparent)]
+pub struct FusionIn(pub serde_json::Map<String, Value>);
 
 /// Fields shared by both endpoints.
 #[derive(Debug, Clone, Deserialize)]
@@ -244,75 +234,58 @@ fn documents(
 }
 
 fn fusion(f: &Option<FusionIn>, default: &FusionParams) -> Result<Option<FusionParams>, ApiError> {
-    let Some(f) = f else { return Ok(None) };
-    let mut p = default.clone();
-    if let Some(m) = &f.method {
-        let m = Method::from_str(m).map_err(|_| {
-            invalid(
-                "fusion.method",
-                format!("unknown fusion method {m:?}; allowed: a3, cacheblend, epic, reuse, full"),
-            )
-        })?;
-        if m != p.method {
-            p = FusionParams {
-                method: m,
-                budget: p.budget,
-                eviction: p.eviction,
-                ..FusionParams::method(m)
-            };
+    let Some(FusionIn(fields)) = f else {
+        return Ok(None);
+    };
+    let mut method = None;
+    let mut options = Vec::with_capacity(fields.len());
+    for (key, value) in fields {
+        let param = format!("fusion.{key}");
+        if value.is_null() {
+            continue;
         }
+        if key == "method" {
+            let name = value
+                .as_str()
+                .ok_or_else(|| invalid(&param, "method must be a string"))?;
+            let m = Method::from_str(name).map_err(|_| {
+                invalid(
+                    &param,
+                    format!(
+                        "unknown fusion method {name:?}; allowed: {}",
+                        Method::names()
+                    ),
+                )
+            })?;
+            method = Some(m);
+            continue;
+        }
+        let opt = FusionOption::ALL
+            .into_iter()
+            .find(|o| o.name() == key)
+            .ok_or_else(|| {
+                invalid(
+                    &param,
+                    format!(
+                        "unknown fusion field {key:?}; allowed: method, {}",
+                        FusionOption::ALL.map(|o| o.name()).join(", ")
+                    ),
+                )
+            })?;
+        let x = value
+            .as_f64()
+            .ok_or_else(|| invalid(&param, format!("{key} must be a number")))?;
+        options.push((opt, x));
     }
-    match (f.recompute_ratio, f.recompute_tokens) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "fusion.recompute_tokens",
-                "give recompute_ratio or recompute_tokens, not both",
-            ))
-        }
-        (Some(r), None) if !(0.0..=1.0).contains(&r) => {
-            return Err(invalid(
-                "fusion.recompute_ratio",
-                format!("recompute_ratio {r} must be in [0, 1]"),
-            ))
-        }
-        (Some(r), None) => p.budget = Budget::Ratio(r),
-        (None, Some(n)) if n < 0 => {
-            return Err(invalid(
-                "fusion.recompute_tokens",
-                format!("recompute_tokens {n} must be >= 0"),
-            ))
-        }
-        (None, Some(n)) => p.budget = Budget::Tokens(n as usize),
-        (None, None) => {}
-    }
-    if let Some(n) = f.sink_tokens {
-        if !(0..=MAX_SINK_TOKENS).contains(&n) {
-            return Err(invalid(
-                "fusion.sink_tokens",
-                format!("sink_tokens {n} must be in [0, {MAX_SINK_TOKENS}]"),
-            ));
-        }
-        p.sink_tokens = n as usize;
-    }
-    if let Some(w) = f.hybrid_weight {
-        if p.method != Method::A3 {
-            return Err(invalid(
-                "fusion.hybrid_weight",
-                format!(
-                    "hybrid_weight applies to a3 only, not {}",
-                    p.method.as_str()
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&w) {
-            return Err(invalid(
-                "fusion.hybrid_weight",
-                format!("hybrid_weight {w} must be in [0, 1]"),
-            ));
-        }
-        p.hybrid_weight = Some(w as f32);
-    }
-    Ok(Some(p))
+    default
+        .apply(method, &options)
+        .map(Some)
+        .map_err(|e| match e {
+            FusionError::InvalidOption { option, message } => {
+                invalid(&format!("fusion.{option}"), message)
+            }
+            other => invalid("fusion", other.to_string()),
+        })
 }
 
 fn common(
@@ -475,6 +448,7 @@ impl CompletionRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use a3kv_fusion::Budget;
 
     fn lim() -> EdgeLimits {
         EdgeLimits {
