@@ -46,7 +46,14 @@ fn main() -> anyhow::Result<()> {
             .init();
     }
     match cli.command {
-        Command::Serve(a) => tokio::runtime::Runtime::new()?.block_on(a3kv_server::serve(a)),
+        Command::Serve(a) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let r = rt.block_on(a3kv_server::serve(a));
+            // The server has drained: do not wait on blocking reads or computations of
+            // requests that were cut at the drain deadline.
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            r
+        }
         Command::Loadgen(a) => {
             let report = tokio::runtime::Runtime::new()?.block_on(a3kv_loadgen::run(*a))?;
             a3kv_loadgen::print_report(&report);

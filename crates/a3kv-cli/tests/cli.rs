@@ -328,6 +328,53 @@ fn precompute_fills_the_disk_tier_that_the_server_then_hits() {
         "{stdout}"
     );
 
+    // A stored file with a flipped byte is found, recomputed and replaced.
+    let victim = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|f| f.path())
+        .find(|p| p.extension().is_some_and(|x| x == "a3kv"))
+        .expect("a chunk file");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let original = bytes.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    let repaired = precompute();
+    let stdout = String::from_utf8_lossy(&repaired.stdout);
+    assert!(repaired.status.success());
+    assert!(
+        stdout.contains("1 computed")
+            && stdout.contains(&format!("{} already stored", n_chunks - 1))
+            && stdout.contains("1 stored chunk(s) failed verification"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&victim).unwrap().len(),
+        original.len(),
+        "the bad file is replaced"
+    );
+    // --no-verify trusts the index (and finds nothing to do now).
+    let trusted = a3kv()
+        .args([
+            "precompute",
+            "--no-progress",
+            "--no-verify",
+            "--chunk-tokens",
+            "64",
+        ])
+        .arg("--docs")
+        .arg(&docs)
+        .arg("--store-dir")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&trusted.stdout).contains(&format!("{n_chunks} already stored"))
+    );
+
     // A bad line is named.
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"text\": \"ok\"}\n{\"id\": \"x\"}\n").unwrap();

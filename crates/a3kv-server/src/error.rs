@@ -163,6 +163,15 @@ pub enum ApiError {
         /// Retry-After.
         retry_after_secs: u64,
     },
+    /// The server is shutting down: new requests are refused while it drains, and requests
+    /// still running when `shutdown.drain_secs` passes are cut.
+    #[error("{reason}; retry after {retry_after_secs} s")]
+    ShuttingDown {
+        /// What happened to this request.
+        reason: &'static str,
+        /// Retry-After (another replica, or this one after its restart).
+        retry_after_secs: u64,
+    },
     /// `limits.request_timeout_secs` passed.
     #[error("the request did not finish within {secs} s")]
     Timeout {
@@ -275,6 +284,15 @@ impl ApiError {
                 None,
                 Some(*retry_after_secs),
             ),
+            ApiError::ShuttingDown {
+                retry_after_secs, ..
+            } => (
+                S::SERVICE_UNAVAILABLE,
+                "server_unavailable",
+                "shutting_down",
+                None,
+                Some(*retry_after_secs),
+            ),
             ApiError::Timeout { .. } => {
                 (S::GATEWAY_TIMEOUT, "timeout_error", "timeout", None, None)
             }
@@ -303,6 +321,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Overloaded { .. } => "queue_full",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::ShuttingDown { .. } => "shutting_down",
             ApiError::Timeout { .. } => "timeout",
             ApiError::Internal(_) => "internal",
         }
@@ -343,7 +362,7 @@ impl From<EngineError> for ApiError {
                 param: "request".into(),
                 message: m,
             },
-            EngineError::ShuttingDown => ApiError::Unavailable {
+            EngineError::ShuttingDown => ApiError::ShuttingDown {
                 reason: "the server is shutting down",
                 retry_after_secs: 1,
             },

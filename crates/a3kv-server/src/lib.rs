@@ -22,6 +22,7 @@ mod logging;
 pub mod metrics;
 pub mod openai;
 pub mod reply;
+mod request_end;
 pub mod request_id;
 pub mod routes;
 pub mod server;

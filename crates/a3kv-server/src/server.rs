@@ -3,6 +3,7 @@
 //! then it stops accepting, lets in-flight requests finish up to `shutdown.drain_secs`,
 //! shuts the engine down and returns.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,6 +135,7 @@ pub async fn start(cfg: ServerConfig, listen_signals: bool) -> Result<ServerHand
     } else {
         cfg.model.name.clone()
     };
+    let (deadline_tx, deadline_rx) = watch::channel(false);
     let state = AppState {
         engine,
         limits: Arc::new(EdgeLimits {
@@ -145,6 +147,7 @@ pub async fn start(cfg: ServerConfig, listen_signals: bool) -> Result<ServerHand
         }),
         concurrency: Arc::new(Semaphore::new(cfg.limits.max_concurrent_requests)),
         draining: Arc::new(AtomicBool::new(false)),
+        drain_deadline: deadline_rx,
         prometheus,
         max_body_bytes: cfg.limits.max_body_bytes,
         request_timeout: Duration::from_secs(cfg.limits.request_timeout_secs),
@@ -170,7 +173,14 @@ pub async fn start(cfg: ServerConfig, listen_signals: bool) -> Result<ServerHand
     };
     let (trigger, rx) = watch::channel(false);
     let drain = Duration::from_secs(cfg.shutdown.drain_secs);
-    let task = tokio::spawn(run(listener, state.clone(), rx, signals, drain));
+    let task = tokio::spawn(run(
+        listener,
+        state.clone(),
+        rx,
+        signals,
+        drain,
+        deadline_tx,
+    ));
     tracing::info!(%addr, model = %state.limits.model_name, "listening");
     Ok(ServerHandle {
         addr,
@@ -238,6 +248,7 @@ async fn run(
     rx: watch::Receiver<bool>,
     signals: Option<OsSignals>,
     drain: Duration,
+    deadline_tx: watch::Sender<bool>,
 ) -> Result<(), ServeError> {
     let (fired_tx, mut fired_rx) = watch::channel(None::<Instant>);
     let draining = state.draining.clone();
@@ -252,17 +263,41 @@ async fn run(
     };
     let app = router(state.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let mut server = std::pin::pin!(server.into_future());
     let deadline = async {
         let _ = fired_rx.wait_for(Option::is_some).await;
         tokio::time::sleep(drain).await;
     };
+    let serving = |r: std::io::Result<()>| {
+        r.map_err(|source| ServeError::Io {
+            what: "serving".into(),
+            source,
+        })
+    };
     tokio::select! {
-        r = server => r.map_err(|source| ServeError::Io { what: "serving".into(), source })?,
-        _ = deadline => tracing::warn!("shutdown: drain deadline passed; cutting in-flight requests"),
+        r = &mut server => serving(r)?,
+        _ = deadline => {
+            tracing::warn!(
+                running = state.engine.running(),
+                waiting = state.engine.waiting(),
+                "shutdown: drain deadline passed; cutting the requests still running (503 shutting_down)"
+            );
+            deadline_tx.send_replace(true);
+            // Every handler answers at once; give the connections a moment to carry it.
+            match tokio::time::timeout(CUT_GRACE, &mut server).await {
+                Ok(r) => serving(r)?,
+                Err(_) => tracing::warn!("shutdown: connections still open after the cut; closing them"),
+            }
+        }
     }
-    let since = fired_rx.borrow().map(|t| t.elapsed()).unwrap_or_default();
-    let left = drain.saturating_sub(since).max(Duration::from_secs(1));
-    state.engine.shutdown(left).await;
+    // Requests have answered (or were cut and cancelled): stop the actors without waiting
+    // for computations the cut requests left behind.
+    state.engine.shutdown(ENGINE_STOP_WAIT).await;
     tracing::info!("shutdown complete");
     Ok(())
 }
+
+/// How long connections get to carry their 503 after the drain deadline cut them.
+const CUT_GRACE: Duration = Duration::from_millis(250);
+/// How long the engine waits for running requests to release their slots once HTTP is done.
+const ENGINE_STOP_WAIT: Duration = Duration::from_millis(100);

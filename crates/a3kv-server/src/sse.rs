@@ -8,10 +8,9 @@ use std::convert::Infallible;
 use a3kv_sched::EngineEvent;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::stream::{self, Stream, StreamExt};
-use tokio::time::timeout_at;
 
 use crate::error::ApiError;
-use crate::generate::{log_finished, Admitted};
+use crate::generate::Admitted;
 use crate::reply::UsageOut;
 
 struct State {
@@ -26,12 +25,8 @@ fn data(v: &serde_json::Value) -> Event {
     Event::default().data(v.to_string())
 }
 
+/// The final event of a stream that failed (already logged and counted by `RequestEnd`).
 fn error_event(e: &ApiError) -> Event {
-    if matches!(e, ApiError::Internal(_)) {
-        tracing::error!(error = %e, "stream failed");
-    } else {
-        tracing::warn!(error = %e, "stream ended with an error");
-    }
     Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default())
 }
 
@@ -41,16 +36,7 @@ async fn step(mut s: State) -> Option<(Vec<Event>, State)> {
     }
     let ev = match s.pending.take() {
         Some(e) => Ok(e),
-        None => match timeout_at(s.a.deadline, s.a.rx.recv()).await {
-            Err(_) => Err(ApiError::Timeout {
-                secs: s.timeout_secs,
-            }),
-            Ok(None) => Err(ApiError::Internal(
-                "the engine closed the request stream".into(),
-            )),
-            Ok(Some(EngineEvent::Failed(e))) => Err(e.into()),
-            Ok(Some(e)) => Ok(e),
-        },
+        None => s.a.next_event(s.timeout_secs).await,
     };
     let first = !s.sent_first;
     let out = match ev {
@@ -59,6 +45,7 @@ async fn step(mut s: State) -> Option<(Vec<Event>, State)> {
                 vec![]
             } else {
                 s.sent_first = true;
+                s.a.end.tokens_sent += 1;
                 vec![data(&s.a.meta.chunk(&text, first, None))]
             }
         }
@@ -67,7 +54,7 @@ async fn step(mut s: State) -> Option<(Vec<Event>, State)> {
             usage,
         }) => {
             s.done = true;
-            log_finished(&s.a.request_id, &finish_reason, &usage, s.a.started);
+            s.a.end.finished(&finish_reason, &usage);
             let mut v = vec![data(&s.a.meta.chunk("", first, Some(&finish_reason)))];
             if s.a.include_usage {
                 v.push(data(&s.a.meta.usage_chunk(&UsageOut::from(&usage))));
@@ -77,7 +64,9 @@ async fn step(mut s: State) -> Option<(Vec<Event>, State)> {
         }
         Ok(EngineEvent::Failed(e)) => {
             s.done = true;
-            vec![error_event(&e.into())]
+            let e = ApiError::from(e);
+            s.a.end.failed(&e);
+            vec![error_event(&e)]
         }
         Err(e) => {
             s.done = true;

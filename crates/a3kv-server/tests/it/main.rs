@@ -7,6 +7,7 @@
 mod common;
 mod concurrency;
 mod config;
+mod corrupt;
 mod errors;
 mod openai_client;
 mod prometheus;
