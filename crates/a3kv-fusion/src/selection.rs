@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::prompt::RagPrompt;
 use crate::{FusionError, Result};
 
-/// Fusion methods (DESIGN.md §1.3).
+/// Fusion methods (docs/design.md §2.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
@@ -45,7 +45,7 @@ impl Method {
         }
     }
 
-    /// The check layer of DESIGN.md §1.3 (rows are chosen after it).
+    /// The check layer of docs/design.md §2.6 (rows are chosen after it).
     pub fn default_check_layer(&self) -> usize {
         match self {
             Method::CacheBlend | Method::A3 => 1,
@@ -78,7 +78,7 @@ pub enum Budget {
     Tokens(usize),
 }
 
-/// Eviction applied after the fused prefill (DESIGN.md §1.4).
+/// Eviction applied after the fused prefill (docs/design.md §2.7).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Eviction {
