@@ -4,6 +4,8 @@ mod commands;
 mod common;
 mod method_spec;
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
 
 /// a3kv: a RAG serving engine that reuses precomputed document KV caches and recomputes
@@ -43,6 +45,7 @@ fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
             )
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     match cli.command {

@@ -1,5 +1,7 @@
 //! Method specs on the command line: `name[:key=value;...]` (e.g. `a3:hybrid=0.5;sink=1`,
 //! `cacheblend:r=0.3`, `a3:tokens=200`) into fusion parameters, for `eval` and `generate`.
+//! A spec starts from the named method's own defaults, so `a3` is the paper's plain A^3 in
+//! both commands; [`spec_of`] writes parameters back as a spec (for `--help` and logs).
 
 use a3kv_eval::MethodSpec;
 use a3kv_fusion::{Budget, FusionOption, FusionParams, Method};
@@ -56,9 +58,72 @@ pub fn parse(s: &str, ratio: f64) -> anyhow::Result<(MethodSpec, FusionParams)> 
     Ok((MethodSpec::new(name, serde_json::Value::Object(rec)), p))
 }
 
+/// The spec that [`parse`] (with the same budget ratio, or any ratio for a token budget)
+/// turns into `p`; options equal to the method's defaults are left out. Keys the spec syntax
+/// lacks (check layer, pooling width, eviction) are written as `key=value` notes in brackets.
+pub fn spec_of(p: &FusionParams) -> String {
+    let base = FusionParams::method(p.method);
+    let mut opts = Vec::new();
+    match p.budget {
+        Budget::Ratio(r) if p.method != Method::Full => opts.push(format!("r={r}")),
+        Budget::Tokens(n) if p.method != Method::Full => opts.push(format!("tokens={n}")),
+        _ => {}
+    }
+    if p.sink_tokens != base.sink_tokens {
+        opts.push(format!("sink={}", p.sink_tokens));
+    }
+    if let Some(w) = p.hybrid_weight {
+        opts.push(format!("hybrid={w}"));
+    }
+    if p.epic_tokens != base.epic_tokens {
+        opts.push(format!("m={}", p.epic_tokens));
+    }
+    let mut s = p.method.as_str().to_string();
+    if !opts.is_empty() {
+        s = format!("{s}:{}", opts.join(";"));
+    }
+    let mut notes = Vec::new();
+    if let Some(l) = p.check_layer {
+        notes.push(format!("check_layer={l}"));
+    }
+    if p.pooling_width != base.pooling_width {
+        notes.push(format!("pooling_width={}", p.pooling_width));
+    }
+    if let Some(e) = p.eviction {
+        notes.push(format!("eviction={e:?}"));
+    }
+    if !notes.is_empty() {
+        s = format!("{s} [{}]", notes.join(", "));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engine_default_round_trips_through_its_spec() {
+        let d = a3kv_sched::EngineConfig::default().default_fusion;
+        let spec = spec_of(&d);
+        assert!(!spec.contains('['), "{spec}");
+        let (_, back) = parse(&spec, 0.5).unwrap();
+        assert_eq!(back, d, "{spec}");
+        for p in [
+            FusionParams::method(Method::Full),
+            FusionParams {
+                budget: Budget::Tokens(64),
+                sink_tokens: 2,
+                ..FusionParams::method(Method::CacheBlend)
+            },
+            FusionParams {
+                epic_tokens: 8,
+                ..FusionParams::method(Method::Epic)
+            },
+        ] {
+            assert_eq!(parse(&spec_of(&p), 0.15).unwrap().1, p, "{}", spec_of(&p));
+        }
+    }
 
     #[test]
     fn options_set_the_parameters_and_the_record() {

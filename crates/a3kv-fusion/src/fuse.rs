@@ -1,4 +1,4 @@
-//! The fused prefill (DESIGN.md §1.2 steps 1–5) for every method, as a sequence of steps
+//! The fused prefill (docs/design.md §2.4) for every method, as a sequence of steps
 //! so a pipeline can interleave them with cache loading:
 //! [`FusionRun::new`] → [`FusionRun::run_check`] (exact layers + check layer + selection,
 //! needs no cached K) → [`FusionRun::run_layer`] for each later layer as its cached KV

@@ -19,7 +19,7 @@ pub enum Budget {
     Tokens(usize),
 }
 
-/// Eviction applied after the fused prefill (DESIGN.md §1.4).
+/// Eviction applied after the fused prefill (docs/design.md §2.7).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Eviction {

@@ -66,7 +66,7 @@ struct Fusion<'a> {
     recompute_ratio: Option<f64>,
 }
 
-/// The JSON body of `POST /v1/chat/completions` (DESIGN.md §3).
+/// The JSON body of `POST /v1/chat/completions` (docs/design.md §6.2).
 #[derive(Serialize)]
 pub struct ChatRequest<'a> {
     model: &'a str,

@@ -16,6 +16,7 @@ pub mod gguf;
 pub mod hf;
 pub mod kv;
 pub mod load;
+pub mod locate;
 pub mod model;
 pub mod rope;
 pub mod sampling;
@@ -28,7 +29,10 @@ pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use kv::{KvCache, LayerKv};
-pub use load::{default_model_path, load_model, LoadOptions, LoadedModel, MISSING_MODEL_HINT};
+pub use load::{load_model, LoadOptions, LoadedModel};
+pub use locate::{
+    default_model_path, find_default_model, SearchEnv, DEFAULT_MODEL_FILE, MISSING_MODEL_HINT,
+};
 pub use model::{Model, PrefillOutput, Qkv};
 pub use rope::Rope;
 pub use sampling::{argmax, Sampler, SamplingParams};

@@ -1,7 +1,7 @@
 //! a3kv-sched: the serving engine. A pipeline of supervised ractor actors on tokio —
-//! Admission → ChunkLoader → RelevanceScorer → RecomputeBatcher → Decoder (DESIGN.md §2) —
-//! with all model math on a dedicated compute pool. [`Engine`] is the API the HTTP server
-//! and the CLI use: `submit(request)` → a stream of [`EngineEvent`]s.
+//! Admission → ChunkLoader → RelevanceScorer → RecomputeBatcher → Decoder
+//! (docs/design.md §4) — with all model math on a dedicated compute pool. [`Engine`] is the
+//! API the HTTP server and the CLI use: `submit(request)` → a stream of [`EngineEvent`]s.
 //!
 //! Layout: [`api`] (the contract types), [`engine`] (the handle), [`actors`] (one file per
 //! actor), [`steps`] and [`decode`] (the batched prefill/decode math with reference

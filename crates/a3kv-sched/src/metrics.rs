@@ -1,4 +1,4 @@
-//! Every metric the engine records (DESIGN.md §4): names, descriptions and histogram
+//! Every metric the engine records (docs/design.md §7): names, descriptions and histogram
 //! buckets live here; the values are recorded where the work happens (queue depth by
 //! Admission, load time by ChunkLoader, TTFT when the first token is sent by the Decoder).
 //!
@@ -61,7 +61,7 @@ pub const DECODE_BATCH: &str = "a3kv:decode_batch_size";
 /// `a3kv:actor_restarts_total{actor}` — supervised restarts after a failure.
 pub const ACTOR_RESTARTS: &str = "a3kv:actor_restarts_total";
 
-/// Latency buckets (seconds); include 2 s as DESIGN.md §4 asks.
+/// Latency buckets (seconds); include 2 s (docs/design.md §7).
 pub const LATENCY_BUCKETS_SECS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
     3.0, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,

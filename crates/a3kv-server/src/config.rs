@@ -39,8 +39,10 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
-    /// GGUF file or HF directory; empty = the default model (`A3KV_MODEL`, then
-    /// `models/SmolLM2-135M-Instruct.Q4_1.gguf` found upwards from the working directory).
+    /// GGUF file or HF directory; empty = the default model
+    /// `SmolLM2-135M-Instruct.Q4_1.gguf`, found by [`a3kv_model::find_default_model`]: the
+    /// repository's `models/` (upwards from the working directory or the binary), then
+    /// `$A3KV_HOME/models`, then the user data directory.
     pub path: String,
     /// Name served in `/v1/models` and accepted in `model`; empty = the engine's model name.
     pub name: String,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use a3kv_model::{default_model_path, load_model, DType, Device, LoadOptions, MISSING_MODEL_HINT};
+use a3kv_model::{find_default_model, load_model, DType, Device, LoadOptions, MISSING_MODEL_HINT};
 use a3kv_sched::Engine;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
@@ -79,10 +79,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The model file a configuration names (`model.path`, else the default model), checked to exist.
+/// The model file a configuration names (`model.path`, else the default model), checked to
+/// exist; a missing default model's error names every place searched.
 pub fn model_path(cfg: &ServerConfig) -> Result<PathBuf, ServeError> {
     let p = if cfg.model.path.is_empty() {
-        default_model_path().ok_or_else(|| ServeError::Model(MISSING_MODEL_HINT.into()))?
+        find_default_model().map_err(|e| ServeError::Model(e.to_string()))?
     } else {
         PathBuf::from(&cfg.model.path)
     };
