@@ -20,6 +20,7 @@ pub mod model;
 pub mod rope;
 pub mod sampling;
 pub mod testing;
+pub mod token_bytes;
 pub mod tokenizer;
 pub mod weights;
 
@@ -31,7 +32,7 @@ pub use kv::{KvCache, LayerKv};
 pub use load::{default_model_path, load_model, LoadOptions, LoadedModel, MISSING_MODEL_HINT};
 pub use model::{Model, PrefillOutput, Qkv};
 pub use rope::Rope;
-pub use sampling::{argmax, Sampler, SamplingParams};
+pub use sampling::{argmax, log_softmax, token_logprobs, Sampler, SamplingParams, TokenLogprobs};
 pub use tokenizer::{ModelTokenizer, TextStreamer};
 pub use weights::ModelWeights;
 
