@@ -73,8 +73,8 @@ pub struct TokenLogprobs {
     pub top: Vec<(u32, f32)>,
 }
 
-/// `log(sum(exp(logits)))`, accumulated in f64 around the maximum (no overflow); `None`
-/// when no logit is finite.
+/// `log(sum(exp(logits)))` around the maximum (no overflow): f32 `exp` (the cost over a
+/// whole vocabulary), summed in f64; `None` when no logit is finite.
 fn log_sum_exp(logits: &[f32]) -> Option<f64> {
     let max = logits
         .iter()
@@ -84,13 +84,12 @@ fn log_sum_exp(logits: &[f32]) -> Option<f64> {
     if !max.is_finite() {
         return None;
     }
-    let max = f64::from(max);
     let sum: f64 = logits
         .iter()
         .filter(|x| !x.is_nan())
-        .map(|&x| (f64::from(x) - max).exp())
+        .map(|&x| f64::from((x - max).exp()))
         .sum();
-    Some(max + sum.ln())
+    Some(f64::from(max) + sum.ln())
 }
 
 /// The whole `log_softmax` row of `logits` `[V]` (the reference [`token_logprobs`] is
@@ -229,7 +228,11 @@ mod tests {
     /// The fast top-N against the reference: the full log_softmax row sorted.
     fn reference_top(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
         let row = log_softmax(logits).unwrap();
-        let mut all: Vec<(u32, f32)> = row.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect();
+        let mut all: Vec<(u32, f32)> = row
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (i as u32, x))
+            .collect();
         all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         all.truncate(n);
         all
@@ -305,7 +308,10 @@ mod tests {
         assert_eq!(token_logprobs(&l, g, 1).unwrap().top[0].0, g);
         assert!(matches!(
             token_logprobs(&l, 5, 1),
-            Err(ModelError::TokenOutOfRange { id: 5, vocab_size: 5 })
+            Err(ModelError::TokenOutOfRange {
+                id: 5,
+                vocab_size: 5
+            })
         ));
         assert!(token_logprobs(&[], 0, 1).is_err());
     }

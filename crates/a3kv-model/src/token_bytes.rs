@@ -39,7 +39,10 @@ mod tests {
 
     /// GPT-2's `bytes_to_unicode`, written as in `encoder.py` (the reference).
     fn bytes_to_unicode() -> Vec<(u8, char)> {
-        let mut bs: Vec<u32> = (0x21..=0x7E).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+        let mut bs: Vec<u32> = (0x21..=0x7E)
+            .chain(0xA1..=0xAC)
+            .chain(0xAE..=0xFF)
+            .collect();
         let mut cs = bs.clone();
         let mut n = 0;
         for b in 0..=255u32 {
