@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout_at;
 
 use crate::error::ApiError;
+use crate::logprobs::LogprobsOut;
 use crate::openai::ValidRequest;
 use crate::reply::ReplyMeta;
 use crate::state::AppState;
@@ -92,6 +93,7 @@ pub async fn admit(
 /// Collects a whole generation (non-streaming).
 pub async fn collect(mut a: Admitted, timeout_secs: u64) -> Result<serde_json::Value, ApiError> {
     let mut text = String::new();
+    let mut logprobs = LogprobsOut::new(&a.meta);
     let mut ev = Some(a.first);
     loop {
         let event = match ev.take() {
@@ -107,7 +109,14 @@ pub async fn collect(mut a: Admitted, timeout_secs: u64) -> Result<serde_json::V
             },
         };
         match event {
-            EngineEvent::Token { text: t, .. } => text.push_str(&t),
+            EngineEvent::Token {
+                text: t,
+                logprobs: lp,
+                ..
+            } => {
+                logprobs.push(&t, lp);
+                text.push_str(&t);
+            }
             EngineEvent::Failed(e) => return Err(e.into()),
             EngineEvent::Finished {
                 finish_reason,
@@ -116,7 +125,8 @@ pub async fn collect(mut a: Admitted, timeout_secs: u64) -> Result<serde_json::V
                 let usage_out = (&usage).into();
                 log_finished(&a.request_id, &finish_reason, &usage, a.started);
                 drop(a.permit);
-                return Ok(a.meta.full(&text, &finish_reason, &usage_out));
+                let lp = logprobs.take();
+                return Ok(a.meta.full(&text, &finish_reason, &usage_out, lp));
             }
         }
     }

@@ -8,6 +8,7 @@ mod common;
 mod concurrency;
 mod config;
 mod errors;
+mod logprobs;
 mod openai_client;
 mod prometheus;
 mod shutdown;
