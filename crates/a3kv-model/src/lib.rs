@@ -21,6 +21,7 @@ pub mod model;
 pub mod rope;
 pub mod sampling;
 pub mod testing;
+pub mod token_bytes;
 pub mod tokenizer;
 pub mod weights;
 
@@ -35,7 +36,7 @@ pub use locate::{
 };
 pub use model::{Model, PrefillOutput, Qkv};
 pub use rope::Rope;
-pub use sampling::{argmax, Sampler, SamplingParams};
+pub use sampling::{argmax, log_softmax, token_logprobs, Sampler, SamplingParams, TokenLogprobs};
 pub use tokenizer::{ModelTokenizer, TextStreamer};
 pub use weights::ModelWeights;
 

@@ -16,6 +16,7 @@ pub mod convert;
 pub mod decode;
 pub mod engine;
 pub mod job;
+pub mod logprobs;
 pub mod metrics;
 pub mod prepare;
 pub mod request;
@@ -23,8 +24,8 @@ pub mod shared;
 pub mod steps;
 
 pub use api::{
-    ChunkInfo, DocumentRef, EngineConfig, EngineError, EngineEvent, GenerateRequest, PromptSpec,
-    Usage,
+    ChunkInfo, DocumentRef, EngineConfig, EngineError, EngineEvent, GenerateRequest, Logprobs,
+    PromptSpec, TokenLogprob, Usage, MAX_TOP_LOGPROBS,
 };
 pub use engine::Engine;
 pub use metrics::{describe_metrics, histogram_buckets};

@@ -11,7 +11,9 @@ use a3kv_store::ChunkStore;
 
 use crate::convert::store_id;
 use crate::shared::Shared;
-use crate::{DocumentRef, EngineConfig, EngineError, GenerateRequest, PromptSpec};
+use crate::{
+    DocumentRef, EngineConfig, EngineError, GenerateRequest, PromptSpec, MAX_TOP_LOGPROBS,
+};
 
 /// Document id → its chunks' token ids (owned by Admission; snapshots go to preparation).
 pub type DocRegistry = HashMap<String, Arc<Vec<Vec<u32>>>>;
@@ -67,6 +69,8 @@ pub struct ValidRequest {
     pub max_tokens: usize,
     /// Stop strings.
     pub stop: Vec<String>,
+    /// Alternatives per token when log-probabilities are wanted (`<= MAX_TOP_LOGPROBS`).
+    pub logprobs: Option<usize>,
     /// Inline documents given an id: register them (id → chunks).
     pub new_docs: Vec<(String, Arc<Vec<Vec<u32>>>)>,
 }
@@ -84,6 +88,11 @@ pub fn precheck(cfg: &EngineConfig, req: &GenerateRequest) -> Result<(), EngineE
         .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
     if req.stop.iter().any(String::is_empty) {
         return Err(EngineError::InvalidRequest("empty stop string".into()));
+    }
+    if let Some(n) = req.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+        return Err(EngineError::InvalidRequest(format!(
+            "logprobs asks for {n} alternatives; at most {MAX_TOP_LOGPROBS}"
+        )));
     }
     match &req.prompt {
         PromptSpec::Rag {
@@ -234,6 +243,7 @@ pub fn prepare(
         sampling: req.sampling,
         max_tokens: req.max_tokens.min(room),
         stop: req.stop,
+        logprobs: req.logprobs,
         new_docs,
     })
 }

@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout_at;
 
 use crate::error::ApiError;
+use crate::logprobs::LogprobsOut;
 use crate::openai::ValidRequest;
 use crate::reply::ReplyMeta;
 use crate::request_end::RequestEnd;
@@ -131,6 +132,7 @@ pub async fn admit(
 /// Collects a whole generation (non-streaming).
 pub async fn collect(mut a: Admitted, timeout_secs: u64) -> Result<serde_json::Value, ApiError> {
     let mut text = String::new();
+    let mut logprobs = LogprobsOut::new(&a.meta);
     let mut ev = Some(a.first.clone());
     loop {
         let event = match ev.take() {
@@ -138,8 +140,13 @@ pub async fn collect(mut a: Admitted, timeout_secs: u64) -> Result<serde_json::V
             None => a.next_event(timeout_secs).await?,
         };
         match event {
-            EngineEvent::Token { text: t, .. } => {
+            EngineEvent::Token {
+                text: t,
+                logprobs: lp,
+                ..
+            } => {
                 a.end.tokens_sent += 1;
+                logprobs.push(&t, lp);
                 text.push_str(&t);
             }
             EngineEvent::Failed(e) => {
@@ -154,7 +161,8 @@ pub async fn collect(mut a: Admitted, timeout_secs: u64) -> Result<serde_json::V
                 let usage_out = (&usage).into();
                 a.end.finished(&finish_reason, &usage);
                 drop(a.permit);
-                return Ok(a.meta.full(&text, &finish_reason, &usage_out));
+                let lp = logprobs.take();
+                return Ok(a.meta.full(&text, &finish_reason, &usage_out, lp));
             }
         }
     }

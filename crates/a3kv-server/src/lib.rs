@@ -19,6 +19,7 @@ pub mod error;
 mod extract;
 mod generate;
 mod logging;
+pub mod logprobs;
 pub mod metrics;
 pub mod openai;
 pub mod reply;

@@ -5,11 +5,12 @@ use std::str::FromStr;
 
 use a3kv_fusion::{FusionError, FusionOption, FusionParams, Method};
 use a3kv_model::{ChatMessage, SamplingParams};
-use a3kv_sched::{DocumentRef, GenerateRequest, PromptSpec};
+use a3kv_sched::{DocumentRef, GenerateRequest, PromptSpec, MAX_TOP_LOGPROBS};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::logprobs::MAX_COMPLETION_LOGPROBS;
 
 /// Per-request limits the edge checks (from the configuration).
 #[derive(Debug, Clone)]
@@ -108,6 +109,10 @@ pub struct MessageIn {
 pub struct ChatRequest {
     /// Conversation.
     pub messages: Vec<MessageIn>,
+    /// Return each generated token's log-probability.
+    pub logprobs: Option<bool>,
+    /// Most likely alternatives per token, `0..=20` (needs `logprobs: true`).
+    pub top_logprobs: Option<i64>,
     /// Everything else.
     #[serde(flatten)]
     pub common: CommonIn,
@@ -118,6 +123,9 @@ pub struct ChatRequest {
 pub struct CompletionRequest {
     /// A string, or a list of exactly one string.
     pub prompt: Value,
+    /// Log-probabilities of each token and of its `0..=5` most likely alternatives
+    /// (`null` = none).
+    pub logprobs: Option<i64>,
     /// Everything else.
     #[serde(flatten)]
     pub common: CommonIn,
@@ -344,12 +352,46 @@ fn common(
     Ok((sampling, max_tokens, stop))
 }
 
+/// Chat's `logprobs` and `top_logprobs` → alternatives per token (`None` = no logprobs).
+/// As OpenAI: `top_logprobs` in `0..=20`, and only with `logprobs: true`.
+fn chat_logprobs(logprobs: Option<bool>, top: Option<i64>) -> Result<Option<usize>, ApiError> {
+    let max = MAX_TOP_LOGPROBS as i64;
+    if let Some(n) = top.filter(|n| !(0..=max).contains(n)) {
+        return Err(invalid(
+            "top_logprobs",
+            format!("top_logprobs {n} must be in 0..={max}"),
+        ));
+    }
+    match (logprobs.unwrap_or(false), top) {
+        (true, n) => Ok(Some(n.unwrap_or(0) as usize)),
+        (false, Some(_)) => Err(invalid(
+            "top_logprobs",
+            "top_logprobs requires logprobs: true",
+        )),
+        (false, None) => Ok(None),
+    }
+}
+
+/// The legacy completions `logprobs` (alternatives per token, `0..=5`).
+fn completion_logprobs(logprobs: Option<i64>) -> Result<Option<usize>, ApiError> {
+    let max = MAX_COMPLETION_LOGPROBS as i64;
+    match logprobs {
+        Some(n) if !(0..=max).contains(&n) => Err(invalid(
+            "logprobs",
+            format!("logprobs {n} must be in 0..={max}"),
+        )),
+        n => Ok(n.map(|n| n as usize)),
+    }
+}
+
+/// Builds the request; `logprobs` is the validated number of alternatives per token.
 fn finish(
     c: &CommonIn,
     request_id: &str,
     prompt: PromptSpec,
     fusion: Option<FusionParams>,
     ids: Vec<String>,
+    logprobs: Option<usize>,
     lim: &EdgeLimits,
 ) -> Result<ValidRequest, ApiError> {
     let (sampling, max_tokens, stop) = common(c, lim)?;
@@ -361,6 +403,7 @@ fn finish(
             sampling,
             max_tokens,
             stop,
+            logprobs,
         },
         stream: c.stream,
         include_usage: c.stream_options.as_ref().is_some_and(|o| o.include_usage),
@@ -374,6 +417,7 @@ impl ChatRequest {
     pub fn validate(&self, request_id: &str, lim: &EdgeLimits) -> Result<ValidRequest, ApiError> {
         let msgs = messages(&self.messages)?;
         let fusion = fusion(&self.common.fusion, &lim.default_fusion)?;
+        let logprobs = chat_logprobs(self.logprobs, self.top_logprobs)?;
         let docs = self.common.documents.as_deref().unwrap_or_default();
         if docs.is_empty() {
             return finish(
@@ -382,6 +426,7 @@ impl ChatRequest {
                 PromptSpec::Chat { messages: msgs },
                 fusion,
                 vec![],
+                logprobs,
                 lim,
             );
         }
@@ -401,7 +446,7 @@ impl ChatRequest {
             documents: refs,
             question: last.content.clone(),
         };
-        finish(&self.common, request_id, prompt, fusion, ids, lim)
+        finish(&self.common, request_id, prompt, fusion, ids, logprobs, lim)
     }
 }
 
@@ -424,6 +469,7 @@ impl CompletionRequest {
             return Err(invalid("prompt", "prompt must not be empty"));
         }
         let fusion = fusion(&self.common.fusion, &lim.default_fusion)?;
+        let logprobs = completion_logprobs(self.logprobs)?;
         let docs = self.common.documents.as_deref().unwrap_or_default();
         if docs.is_empty() {
             return finish(
@@ -432,6 +478,7 @@ impl CompletionRequest {
                 PromptSpec::Text { prompt },
                 fusion,
                 vec![],
+                logprobs,
                 lim,
             );
         }
@@ -441,7 +488,7 @@ impl CompletionRequest {
             documents: refs,
             question: prompt,
         };
-        finish(&self.common, request_id, spec, fusion, ids, lim)
+        finish(&self.common, request_id, spec, fusion, ids, logprobs, lim)
     }
 }
 
@@ -532,6 +579,56 @@ mod tests {
         // No `fusion` object: the engine applies its default itself.
         let v = chat(serde_json::json!({"messages": m})).unwrap();
         assert!(v.generate.fusion.is_none());
+    }
+
+    #[test]
+    fn logprobs_fields() {
+        let m = serde_json::json!([{"role": "user", "content": "q"}]);
+        let lp = |extra: Value| {
+            let mut v = serde_json::json!({"messages": m});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            chat(v).map(|r| r.generate.logprobs)
+        };
+        assert_eq!(lp(serde_json::json!({})).unwrap(), None);
+        assert_eq!(lp(serde_json::json!({"logprobs": false})).unwrap(), None);
+        assert_eq!(lp(serde_json::json!({"logprobs": true})).unwrap(), Some(0));
+        assert_eq!(
+            lp(serde_json::json!({"logprobs": true, "top_logprobs": 20})).unwrap(),
+            Some(20)
+        );
+        for bad in [
+            serde_json::json!({"logprobs": true, "top_logprobs": 21}),
+            serde_json::json!({"logprobs": true, "top_logprobs": -1}),
+            serde_json::json!({"top_logprobs": 2}),
+            serde_json::json!({"logprobs": false, "top_logprobs": 0}),
+        ] {
+            match lp(bad.clone()) {
+                Err(ApiError::InvalidParam { param, .. }) => assert_eq!(param, "top_logprobs"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let completion = |v: Value| {
+            serde_json::from_value::<CompletionRequest>(v)
+                .unwrap()
+                .validate("r", &lim())
+                .map(|r| r.generate.logprobs)
+        };
+        assert_eq!(
+            completion(serde_json::json!({"prompt": "p", "logprobs": 5})).unwrap(),
+            Some(5)
+        );
+        assert_eq!(
+            completion(serde_json::json!({"prompt": "p", "logprobs": null})).unwrap(),
+            None
+        );
+        for n in [6, -1] {
+            match completion(serde_json::json!({"prompt": "p", "logprobs": n})) {
+                Err(ApiError::InvalidParam { param, .. }) => assert_eq!(param, "logprobs"),
+                other => panic!("{n}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -8,9 +8,11 @@ use std::convert::Infallible;
 use a3kv_sched::EngineEvent;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::stream::{self, Stream, StreamExt};
+use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::generate::Admitted;
+use crate::logprobs::LogprobsOut;
 use crate::reply::UsageOut;
 
 struct State {
@@ -19,6 +21,7 @@ struct State {
     sent_first: bool,
     done: bool,
     timeout_secs: u64,
+    logprobs: LogprobsOut,
 }
 
 fn data(v: &serde_json::Value) -> Event {
@@ -40,13 +43,16 @@ async fn step(mut s: State) -> Option<(Vec<Event>, State)> {
     };
     let first = !s.sent_first;
     let out = match ev {
-        Ok(EngineEvent::Token { text, .. }) => {
-            if text.is_empty() && !first {
+        Ok(EngineEvent::Token { text, logprobs, .. }) => {
+            // A token without text still carries its log-probabilities.
+            if text.is_empty() && !first && logprobs.is_none() {
                 vec![]
             } else {
                 s.sent_first = true;
                 s.a.end.tokens_sent += 1;
-                vec![data(&s.a.meta.chunk(&text, first, None))]
+                s.logprobs.push(&text, logprobs);
+                let lp = s.logprobs.take();
+                vec![data(&s.a.meta.chunk(&text, first, None, lp))]
             }
         }
         Ok(EngineEvent::Finished {
@@ -55,7 +61,8 @@ async fn step(mut s: State) -> Option<(Vec<Event>, State)> {
         }) => {
             s.done = true;
             s.a.end.finished(&finish_reason, &usage);
-            let mut v = vec![data(&s.a.meta.chunk("", first, Some(&finish_reason)))];
+            let closing = s.a.meta.chunk("", first, Some(&finish_reason), Value::Null);
+            let mut v = vec![data(&closing)];
             if s.a.include_usage {
                 v.push(data(&s.a.meta.usage_chunk(&UsageOut::from(&usage))));
             }
@@ -82,12 +89,14 @@ pub fn respond(
     timeout_secs: u64,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let pending = Some(a.first.clone());
+    let logprobs = LogprobsOut::new(&a.meta);
     let state = State {
         a,
         pending,
         sent_first: false,
         done: false,
         timeout_secs,
+        logprobs,
     };
     let events = stream::unfold(state, step).flat_map(|v| stream::iter(v.into_iter().map(Ok)));
     Sse::new(events).keep_alive(KeepAlive::default())

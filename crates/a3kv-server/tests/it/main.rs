@@ -9,6 +9,7 @@ mod concurrency;
 mod config;
 mod corrupt;
 mod errors;
+mod logprobs;
 mod openai_client;
 mod prometheus;
 mod shutdown;
