@@ -107,12 +107,13 @@ WORKLOAD=(--num-docs "$POOL" --doc-words "$DOC_WORDS" --docs-per-request "$DOCS"
   --output-tokens "$OUTPUT_TOKENS" --seed "$SEED" --arrival closed --concurrency "$CONCURRENCY"
   --method-mix "$METHODS" --request-timeout-secs 300 --drain-secs 120 --no-progress)
 
-# Priming: every method at full concurrency a few times, so buffers, the prompt-prefix chunk
-# and the allocator's arenas have reached their working size before RSS is judged.
+# Priming: the same mix (methods, cancellations) at full concurrency a few times, so buffers,
+# the prompt-prefix chunk and the allocator's arenas reach their working size before RSS is
+# judged.
 PRIME_REQUESTS="${PRIME_REQUESTS:-$((CONCURRENCY * 3))}"
 echo "soak: server $TARGET (pid $SERVER); storing a pool of $POOL documents, priming with $PRIME_REQUESTS requests"
 "$A3KV" loadgen --target "$TARGET" "${WORKLOAD[@]}" --precompute \
-  --num-requests "$PRIME_REQUESTS" --out "$SOAK_OUT/prime.json" >"$SOAK_OUT/loadgen.log" 2>&1 \
+  --cancel-fraction "$CANCEL_FRACTION" --num-requests "$PRIME_REQUESTS" --out "$SOAK_OUT/prime.json" >"$SOAK_OUT/loadgen.log" 2>&1 \
   || { cat "$SOAK_OUT/loadgen.log" >&2; die "priming loadgen run failed"; }
 save_metrics() {
   py "$TARGET" "$1" <<'EOF'
