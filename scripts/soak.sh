@@ -2,8 +2,8 @@
 # Soak test: runs `a3kv serve` (127.0.0.1, disk tier in a temp dir) under `a3kv loadgen` for a
 # bounded time with mixed fusion methods, client cancellations and stored chunks, sampling the
 # server's RSS and open file descriptors, then checks:
-#   - RSS after warm-up (the first WARMUP_PCT % of the run) grows by at most RSS_GROWTH_PCT %
-#     (peak of the last WARMUP_PCT % vs peak of the warm-up);
+#   - RSS after warm-up (priming, then the first WARMUP_PCT % of the run) grows by at most
+#     RSS_GROWTH_PCT % (peak of the last WARMUP_PCT % vs peak of the warm-up);
 #   - open fds after warm-up stay within the warm-up peak + FD_SLACK;
 #   - no request fails other than the designed cancellations (loadgen `failed` = 0);
 #   - at the end the server is idle (`a3kv:num_requests_running` and `_waiting` are 0), and its
@@ -12,7 +12,8 @@
 #     `a3kv:request_failure_total` has no kind but `dropped`, and no more drops than
 #     cancellations.
 # Exits non-zero naming every failed check; the server is always stopped. Writes
-# $SOAK_OUT/summary.json, samples.csv (t_secs,rss_kb,fds,threads), loadgen.json and the logs.
+# $SOAK_OUT/summary.json, samples.csv (unix_secs,rss_kb,fds,threads), prime.json and
+# loadgen.json (the priming and soak runs) and the logs.
 #
 #   scripts/soak.sh                    # 10 minutes
 #   SOAK_SECS=60 scripts/soak.sh       # the CI length
@@ -103,16 +104,30 @@ sys.exit(1)
 EOF
 
 # Workload flags shared by the priming run and the soak run (same seed: same pool).
-WORKLOAD=(--num-docs "$POOL" --doc-words "$DOC_WORDS" --docs-per-request "$DOCS"
-  --output-tokens "$OUTPUT_TOKENS" --seed "$SEED" --arrival closed --concurrency "$CONCURRENCY"
+WORKLOAD=(--num-docs "$POOL" --doc-words "$DOC_WORDS" --seed "$SEED" --arrival closed --concurrency "$CONCURRENCY"
   --method-mix "$METHODS" --request-timeout-secs 300 --drain-secs 120 --no-progress)
 
-# Priming: the same mix (methods, cancellations) at full concurrency a few times, so buffers,
-# the prompt-prefix chunk and the allocator's arenas reach their working size before RSS is
-# judged.
+# RSS, fds and threads every SAMPLE_SECS from before priming (priming counts as warm-up).
+echo "unix_secs,rss_kb,fds,threads" >"$SOAK_OUT/samples.csv"
+(
+  while kill -0 "$SERVER" 2>/dev/null; do
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER/status" 2>/dev/null || echo "")
+    thr=$(awk '/^Threads:/ {print $2}' "/proc/$SERVER/status" 2>/dev/null || echo "")
+    fds=$(ls "/proc/$SERVER/fd" 2>/dev/null | wc -l)
+    [[ -n "$rss" ]] && echo "$(date +%s.%N),$rss,$fds,$thr" >>"$SOAK_OUT/samples.csv"
+    sleep "$SAMPLE_SECS"
+  done
+) &
+SAMPLER=$!
+
+# Priming: the same methods and cancellations at full concurrency, with the largest requests
+# the workload can send (the upper ends of DOCS and OUTPUT_TOKENS), so buffers, the
+# prompt-prefix chunk and the allocator's arenas reach their working size before RSS is judged.
 PRIME_REQUESTS="${PRIME_REQUESTS:-$((CONCURRENCY * 3))}"
+upper() { if [[ "$1" =~ ^[0-9]+-([0-9]+)$ ]]; then echo "${BASH_REMATCH[1]}"; else echo "$1"; fi; }
 echo "soak: server $TARGET (pid $SERVER); storing a pool of $POOL documents, priming with $PRIME_REQUESTS requests"
 "$A3KV" loadgen --target "$TARGET" "${WORKLOAD[@]}" --precompute \
+  --docs-per-request "$(upper "$DOCS")" --output-tokens "$(upper "$OUTPUT_TOKENS")" \
   --cancel-fraction "$CANCEL_FRACTION" --num-requests "$PRIME_REQUESTS" --out "$SOAK_OUT/prime.json" >"$SOAK_OUT/loadgen.log" 2>&1 \
   || { cat "$SOAK_OUT/loadgen.log" >&2; die "priming loadgen run failed"; }
 save_metrics() {
@@ -123,22 +138,11 @@ EOF
 }
 save_metrics "$TMP/metrics.before"
 
-echo "t_secs,rss_kb,fds,threads" >"$SOAK_OUT/samples.csv"
-(
-  start=$(date +%s.%N)
-  while kill -0 "$SERVER" 2>/dev/null; do
-    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER/status" 2>/dev/null || echo "")
-    thr=$(awk '/^Threads:/ {print $2}' "/proc/$SERVER/status" 2>/dev/null || echo "")
-    fds=$(ls "/proc/$SERVER/fd" 2>/dev/null | wc -l)
-    now=$(date +%s.%N)
-    [[ -n "$rss" ]] && echo "$(awk -v a="$now" -v b="$start" 'BEGIN {printf "%.1f", a - b}'),$rss,$fds,$thr" >>"$SOAK_OUT/samples.csv"
-    sleep "$SAMPLE_SECS"
-  done
-) &
-SAMPLER=$!
 
+SOAK_T0="$(date +%s.%N)"
 echo "soak: ${SOAK_SECS}s of closed-loop load (concurrency $CONCURRENCY, methods $METHODS, cancel fraction $CANCEL_FRACTION)"
 "$A3KV" loadgen --target "$TARGET" "${WORKLOAD[@]}" --duration-secs "$SOAK_SECS" \
+  --docs-per-request "$DOCS" --output-tokens "$OUTPUT_TOKENS" \
   --cancel-fraction "$CANCEL_FRACTION" --out "$SOAK_OUT/loadgen.json" >>"$SOAK_OUT/loadgen.log" 2>&1 \
   || { cat "$SOAK_OUT/loadgen.log" >&2; die "soak loadgen run failed"; }
 kill "$SAMPLER" 2>/dev/null || true
@@ -147,10 +151,10 @@ SAMPLER=""
 kill -0 "$SERVER" 2>/dev/null || die "the server died during the run (log: $SOAK_OUT/server.log)"
 
 py "$TARGET" "$TMP/metrics.before" "$SOAK_OUT" "$SOAK_SECS" "$WARMUP_PCT" "$RSS_GROWTH_PCT" \
-  "$FD_SLACK" "$CANCEL_FRACTION" "$METHODS" <<'EOF'
+  "$FD_SLACK" "$CANCEL_FRACTION" "$METHODS" "$SOAK_T0" <<'EOF'
 import csv, json, re, sys, time, urllib.request
 
-target, before_path, out, secs, warmup_pct, growth_pct, fd_slack, cancel, methods = sys.argv[1:]
+target, before_path, out, secs, warmup_pct, growth_pct, fd_slack, cancel, methods, t0 = sys.argv[1:]
 secs, warmup_pct, growth_pct, fd_slack = int(secs), float(warmup_pct), float(growth_pct), int(fd_slack)
 
 def samples(text):
@@ -181,7 +185,8 @@ before = samples(open(before_path).read())
 def delta(name, label=None):
     return total(after, name, label) - total(before, name, label)
 
-rows = [(float(r["t_secs"]), int(r["rss_kb"]), int(r["fds"]), int(r["threads"] or 0))
+# Seconds from the start of the soak run; negative while priming (part of the warm-up).
+rows = [(float(r["unix_secs"]) - float(t0), int(r["rss_kb"]), int(r["fds"]), int(r["threads"] or 0))
         for r in csv.DictReader(open(f"{out}/samples.csv"))]
 report = json.load(open(f"{out}/loadgen.json"))
 prime = json.load(open(f"{out}/prime.json"))
@@ -199,12 +204,14 @@ later = [r for r in rows if r[0] > warm_end]
 tail = [r for r in rows if r[0] >= tail_start]
 rss = {}
 if len(warm) >= 2 and tail:
-    rss = {"first_kb": rows[0][1], "warmup_peak_kb": max(r[1] for r in warm),
+    rss = {"first_kb": rows[0][1], "priming_secs": round(-rows[0][0], 1),
+           "warmup_peak_kb": max(r[1] for r in warm),
            "end_peak_kb": max(r[1] for r in tail), "last_kb": rows[-1][1],
            "max_kb": max(r[1] for r in rows)}
     rss["growth_pct"] = 100.0 * (rss["end_peak_kb"] / rss["warmup_peak_kb"] - 1)
     check("rss_growth", rss["growth_pct"] <= growth_pct,
-          f"peak of the last {warmup_pct:.0f}% {rss['end_peak_kb']} kB vs warm-up peak "
+          f"peak of the last {warmup_pct:.0f}% {rss['end_peak_kb']} kB vs warm-up (priming + "
+          f"first {warmup_pct:.0f}%) peak "
           f"{rss['warmup_peak_kb']} kB: {rss['growth_pct']:+.1f}% (limit {growth_pct:+.0f}%)")
 else:
     check("rss_growth", False, f"too few samples ({len(rows)}) to judge")
