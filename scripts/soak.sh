@@ -104,8 +104,9 @@ sys.exit(1)
 EOF
 
 # Workload flags shared by the priming run and the soak run (same seed: same pool).
-WORKLOAD=(--num-docs "$POOL" --doc-words "$DOC_WORDS" --seed "$SEED" --arrival closed --concurrency "$CONCURRENCY"
-  --method-mix "$METHODS" --request-timeout-secs 300 --drain-secs 120 --no-progress)
+WORKLOAD=(--num-docs "$POOL" --doc-words "$DOC_WORDS" --seed "$SEED" --arrival closed
+  --concurrency "$CONCURRENCY" --method-mix "$METHODS" --request-timeout-secs 300
+  --drain-secs 120 --no-progress)
 
 # RSS, fds and threads every SAMPLE_SECS from before priming (priming counts as warm-up).
 echo "unix_secs,rss_kb,fds,threads" >"$SOAK_OUT/samples.csv"
@@ -128,7 +129,8 @@ upper() { if [[ "$1" =~ ^[0-9]+-([0-9]+)$ ]]; then echo "${BASH_REMATCH[1]}"; el
 echo "soak: server $TARGET (pid $SERVER); storing a pool of $POOL documents, priming with $PRIME_REQUESTS requests"
 "$A3KV" loadgen --target "$TARGET" "${WORKLOAD[@]}" --precompute \
   --docs-per-request "$(upper "$DOCS")" --output-tokens "$(upper "$OUTPUT_TOKENS")" \
-  --cancel-fraction "$CANCEL_FRACTION" --num-requests "$PRIME_REQUESTS" --out "$SOAK_OUT/prime.json" >"$SOAK_OUT/loadgen.log" 2>&1 \
+  --cancel-fraction "$CANCEL_FRACTION" --num-requests "$PRIME_REQUESTS" \
+  --out "$SOAK_OUT/prime.json" >"$SOAK_OUT/loadgen.log" 2>&1 \
   || { cat "$SOAK_OUT/loadgen.log" >&2; die "priming loadgen run failed"; }
 save_metrics() {
   py "$TARGET" "$1" <<'EOF'
@@ -137,7 +139,6 @@ open(sys.argv[2], "wb").write(urllib.request.urlopen(sys.argv[1] + "/metrics", t
 EOF
 }
 save_metrics "$TMP/metrics.before"
-
 
 SOAK_T0="$(date +%s.%N)"
 echo "soak: ${SOAK_SECS}s of closed-loop load (concurrency $CONCURRENCY, methods $METHODS, cancel fraction $CANCEL_FRACTION)"
