@@ -15,6 +15,8 @@ pub mod args;
 pub mod config;
 mod config_check;
 mod config_load;
+#[cfg(test)]
+mod edge_fuzz;
 pub mod error;
 mod extract;
 mod generate;

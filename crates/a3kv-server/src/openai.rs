@@ -27,6 +27,19 @@ pub struct EdgeLimits {
     pub default_fusion: FusionParams,
 }
 
+impl EdgeLimits {
+    /// The limits a server with configuration `cfg` checks, serving `model_name`.
+    pub fn new(cfg: &crate::config::ServerConfig, model_name: String) -> Self {
+        Self {
+            model_name,
+            max_new_tokens: cfg.engine.max_new_tokens,
+            default_max_tokens: cfg.limits.default_max_tokens,
+            max_documents: cfg.engine.max_documents,
+            default_fusion: cfg.engine.default_fusion.clone(),
+        }
+    }
+}
+
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -330,7 +343,9 @@ fn common(
         ));
     }
     let top_p = c.top_p.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
+    // Checked as the engine's f32 too: a tiny positive f64 would become 0 there and fail the
+    // request only after its prefill.
+    if !(top_p > 0.0 && top_p <= 1.0 && top_p as f32 > 0.0) {
         return Err(invalid("top_p", format!("top_p {top_p} must be in (0, 1]")));
     }
     let stop = match &c.stop {
@@ -650,6 +665,11 @@ mod tests {
         assert_eq!(
             param(serde_json::json!({"messages": m, "fusion": {"method": "x"}})),
             "fusion.method"
+        );
+        // Positive as f64 but 0 as the engine's f32 (found by edge_fuzz).
+        assert_eq!(
+            param(serde_json::json!({"messages": m, "top_p": 1e-300})),
+            "top_p"
         );
         assert_eq!(
             param(serde_json::json!({"messages": m, "fusion": {"recompute_ratio": 2.0}})),

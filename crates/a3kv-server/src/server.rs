@@ -139,13 +139,7 @@ pub async fn start(cfg: ServerConfig, listen_signals: bool) -> Result<ServerHand
     let (deadline_tx, deadline_rx) = watch::channel(false);
     let state = AppState {
         engine,
-        limits: Arc::new(EdgeLimits {
-            model_name,
-            max_new_tokens: cfg.engine.max_new_tokens,
-            default_max_tokens: cfg.limits.default_max_tokens,
-            max_documents: cfg.engine.max_documents,
-            default_fusion: cfg.engine.default_fusion.clone(),
-        }),
+        limits: Arc::new(EdgeLimits::new(&cfg, model_name)),
         concurrency: Arc::new(Semaphore::new(cfg.limits.max_concurrent_requests)),
         draining: Arc::new(AtomicBool::new(false)),
         drain_deadline: deadline_rx,
