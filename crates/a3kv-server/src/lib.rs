@@ -15,6 +15,7 @@ pub mod args;
 pub mod config;
 mod config_check;
 mod config_load;
+mod config_schema;
 pub mod error;
 mod extract;
 mod generate;
