@@ -286,6 +286,51 @@ fn bad_input_fails_with_a_clear_message() {
 }
 
 #[test]
+fn serve_print_config_takes_every_key_from_env_and_set_and_rejects_bad_ones() {
+    // Printing the configuration loads no model.
+    let out = succeed(
+        a3kv()
+            .args(["serve", "--print-config"])
+            .args(["--set", "engine.default_fusion.check_layer=2"])
+            .env("A3KV_ENGINE_STORE_DISK_DIR", "/tmp/a3kv-print-config")
+            .env("A3KV_ENGINE_STORE_DISK_BUDGET_BYTES", "10000000"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "[engine.store.disk]",
+        "dir = \"/tmp/a3kv-print-config\"",
+        "budget_bytes = 10000000",
+        "check_layer = 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    for (var, value, named) in [
+        (
+            "A3KV_ENGINE_STORE_DISK_BUDGET_BYTES",
+            "-1",
+            "engine.store.disk.budget_bytes",
+        ),
+        (
+            "A3KV_ENGINE_STORE_DISK_DRI",
+            "/tmp/x",
+            "A3KV_ENGINE_STORE_DISK_DIR",
+        ),
+    ] {
+        let out = a3kv()
+            .args(["serve", "--print-config"])
+            .env(var, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} must fail");
+        assert!(
+            err.contains(var) && err.contains(named),
+            "{var}={value}: {err}"
+        );
+    }
+}
+
+#[test]
 fn eval_shards_of_five_hotpotqa_items_run_every_method_and_merge_into_one_json() {
     if !model_present() {
         return;

@@ -232,11 +232,7 @@ pub fn prepare(
     if tokens == 0 {
         return Err(EngineError::InvalidRequest("the prompt is empty".into()));
     }
-    let limit = cfg.max_prompt_tokens.min(model.config().max_position - 1);
-    if tokens > limit {
-        return Err(EngineError::PromptTooLong { tokens, limit });
-    }
-    let room = model.config().max_position - tokens;
+    let room = answer_room(cfg.max_prompt_tokens, model.config().max_position, tokens)?;
     Ok(ValidRequest {
         request_id: req.request_id,
         plan,
@@ -246,6 +242,22 @@ pub fn prepare(
         logprobs: req.logprobs,
         new_docs,
     })
+}
+
+/// How many tokens a prompt of `tokens` rows leaves room to generate, or `PromptTooLong` with
+/// the limit that applies: `engine.max_prompt_tokens` as configured, capped by the model's
+/// context of `max_position` rows. A prompt may fill the context: the first token is sampled
+/// from the prefill's logits, and each later one needs the position of the token before it.
+pub fn answer_room(
+    max_prompt_tokens: usize,
+    max_position: usize,
+    tokens: usize,
+) -> Result<usize, EngineError> {
+    let limit = max_prompt_tokens.min(max_position);
+    if tokens > limit {
+        return Err(EngineError::PromptTooLong { tokens, limit });
+    }
+    Ok(max_position - tokens + 1)
 }
 
 /// A document's chunks: tokenised alone, split to at most `chunk_tokens`.
@@ -259,4 +271,36 @@ pub fn doc_chunks(
         return Err(EngineError::InvalidRequest("empty document".into()));
     }
     Ok(split_ids(&ids, chunk_tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_limit_is_the_configured_one_capped_by_the_context() {
+        // The configured limit is the one reported, also when it equals the context.
+        assert_eq!(answer_room(8192, 8192, 8192).ok(), Some(1));
+        assert!(matches!(
+            answer_room(8192, 8192, 8193),
+            Err(EngineError::PromptTooLong {
+                tokens: 8193,
+                limit: 8192
+            })
+        ));
+        assert!(matches!(
+            answer_room(100, 8192, 101),
+            Err(EngineError::PromptTooLong {
+                tokens: 101,
+                limit: 100
+            })
+        ));
+        // A limit above the context is capped by it.
+        assert!(matches!(
+            answer_room(1 << 20, 512, 513),
+            Err(EngineError::PromptTooLong { limit: 512, .. })
+        ));
+        // Room: n tokens need the n - 1 positions after the prompt.
+        assert_eq!(answer_room(8192, 512, 500).ok(), Some(13));
+    }
 }

@@ -17,6 +17,7 @@ mod config_check;
 mod config_load;
 #[cfg(test)]
 mod edge_fuzz;
+mod config_schema;
 pub mod error;
 mod extract;
 mod generate;

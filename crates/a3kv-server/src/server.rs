@@ -49,7 +49,7 @@ impl ServerHandle {
             Ok(r) => r,
             Err(e) => Err(ServeError::Io {
                 what: "server task".into(),
-                source: std::io::Error::other(e.to_string()),
+                error: std::io::Error::other(e.to_string()),
             }),
         }
     }
@@ -153,13 +153,13 @@ pub async fn start(cfg: ServerConfig, listen_signals: bool) -> Result<ServerHand
     let addr = cfg.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Io {
+        .map_err(|error| ServeError::Io {
             what: format!("binding {addr} (key `listen`)"),
-            source,
+            error,
         })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+    let addr = listener.local_addr().map_err(|error| ServeError::Io {
         what: "reading the bound address".into(),
-        source,
+        error,
     })?;
     let signals = if listen_signals {
         Some(OsSignals::install()?)
@@ -199,9 +199,9 @@ impl OsSignals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let io = |source| ServeError::Io {
+            let io = |error| ServeError::Io {
                 what: "installing SIGTERM/SIGINT handlers".into(),
-                source,
+                error,
             };
             Ok(Self {
                 term: signal(SignalKind::terminate()).map_err(io)?,
@@ -264,9 +264,9 @@ async fn run(
         tokio::time::sleep(drain).await;
     };
     let serving = |r: std::io::Result<()>| {
-        r.map_err(|source| ServeError::Io {
+        r.map_err(|error| ServeError::Io {
             what: "serving".into(),
-            source,
+            error,
         })
     };
     tokio::select! {
