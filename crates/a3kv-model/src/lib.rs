@@ -14,9 +14,11 @@ pub mod error;
 pub mod fingerprint;
 pub mod gguf;
 pub mod hf;
+pub mod kernels;
 pub mod kv;
 pub mod load;
 pub mod model;
+pub mod quant;
 pub mod rope;
 pub mod sampling;
 pub mod testing;
@@ -28,7 +30,9 @@ pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use kv::{KvCache, LayerKv};
-pub use load::{default_model_path, load_model, LoadOptions, LoadedModel, MISSING_MODEL_HINT};
+pub use load::{
+    default_model_path, load_model, DecodeWeights, LoadOptions, LoadedModel, MISSING_MODEL_HINT,
+};
 pub use model::{Model, PrefillOutput, Qkv};
 pub use rope::Rope;
 pub use sampling::{argmax, Sampler, SamplingParams};

@@ -1,10 +1,12 @@
 //! Continuous-batching decode math: one step for many sequences at once (token-independent
-//! projections and MLP as one matmul, RoPE/append/attention per sequence over its own
-//! cache), and a sequence's sampling, stop-token, stop-string and length handling.
+//! projections, output projection and MLP as one matmul over all rows, so each weight is
+//! read once per step; RoPE/append/attention per sequence over its own cache), and a
+//! sequence's sampling, stop-token, stop-string and length handling.
 //!
 //! Reference twin: [`Model::decode_step`]; the test below asserts equal logits.
 
 use a3kv_fusion::FinishReason;
+use a3kv_model::attention::causal_attention;
 use a3kv_model::{KvCache, Model, ModelTokenizer, Sampler, SamplingParams, Tensor, TextStreamer};
 
 use crate::EngineError;
@@ -16,6 +18,15 @@ fn terr(e: candle_core::Error) -> EngineError {
 /// Feeds `ids[b]` to sequence `b` at its next position; returns each sequence's logits
 /// `[V]`. All caches must belong to `model`.
 pub fn decode_batch(
+    model: &Model,
+    caches: &mut [&mut KvCache],
+    ids: &[u32],
+) -> Result<Vec<Vec<f32>>, EngineError> {
+    // On the rayon pool: the step's many small parallel ops then skip the hand-offs.
+    a3kv_model::kernels::cpu::on_pool(|| decode_batch_here(model, caches, ids))
+}
+
+fn decode_batch_here(
     model: &Model,
     caches: &mut [&mut KvCache],
     ids: &[u32],
@@ -51,9 +62,10 @@ pub fn decode_batch(
                 .ok_or_else(|| EngineError::Internal("cache has too few layers".into()))?;
             lkv.append(&k, &v)?;
             let (kk, vv) = (lkv.k()?, lkv.v()?);
-            attn.push(model.layer_attention(l, &q, &p, &kk, &vv, &c.positions)?);
+            attn.push(causal_attention(&q, &p, &kk, &vv, &c.positions)?);
         }
-        let a = Tensor::cat(&attn, 0).map_err(terr)?;
+        // One output projection for all rows: the weights are read once per step.
+        let a = model.layer_output(l, &Tensor::cat(&attn, 0).map_err(terr)?)?;
         h = model.layer_mlp(l, &h, &a)?;
     }
     let logits = model.logits(&h)?;
@@ -211,7 +223,17 @@ mod tests {
 
     #[test]
     fn batched_decode_matches_decode_step() {
-        let model = tiny_model(Family::Qwen2, 9).unwrap();
+        let f32_model = tiny_model(Family::Qwen2, 9).unwrap();
+        // The quantised path too: its rows must not depend on the batch they run in.
+        let quant = f32_model
+            .with_quantized_weights(a3kv_model::quant::QuantFormat::Q8_0)
+            .unwrap();
+        for model in [f32_model, quant] {
+            check_batched_against_single(&model);
+        }
+    }
+
+    fn check_batched_against_single(model: &Model) {
         let prompts: [&[u32]; 3] = [&[1, 2, 3], &[4, 5, 6, 7, 8, 9, 10], &[11]];
         let mut a: Vec<KvCache> = prompts
             .iter()
@@ -221,7 +243,7 @@ mod tests {
         let mut ids = vec![5u32, 6, 7];
         for _ in 0..4 {
             let mut refs: Vec<&mut KvCache> = a.iter_mut().collect();
-            let got = decode_batch(&model, &mut refs, &ids).unwrap();
+            let got = decode_batch(model, &mut refs, &ids).unwrap();
             for (i, c) in b.iter_mut().enumerate() {
                 let want: Vec<f32> = model.decode_step(ids[i], c).unwrap().to_vec1().unwrap();
                 let d = got[i]
