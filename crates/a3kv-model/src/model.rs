@@ -15,6 +15,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 
 use crate::attention::causal_attention;
+use crate::kernels::cpu::attention::batched_decode_attention;
 use crate::kv::{KvCache, LayerKv};
 use crate::quant::{qmatmul, QMatrix, QuantFormat, QuantLayerWeights, QuantWeights};
 use crate::rope::Rope;
@@ -369,6 +370,71 @@ impl Model {
             cache: KvCache::new(layers, pos)?,
             pre_rope_keys: pre,
         })
+    }
+
+    /// One decode step for many sequences: feeds `ids[b]` to `caches[b]` at its next
+    /// position and returns the logits `[B, V]` (f32). Projections, MLP and LM head take all
+    /// `B` rows at once (each weight read once per step); attention runs per (sequence,
+    /// head) in parallel over each sequence's own cache. [`Model::decode_step`] is its
+    /// one-sequence reference. Errors on an empty batch, mismatched lengths, an id outside
+    /// the vocabulary, a cache of another layer count, or a full context.
+    pub fn decode_batch(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        crate::kernels::cpu::on_pool(|| self.decode_batch_here(ids, caches))
+    }
+
+    fn decode_batch_here(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        self.check_ids(ids)?;
+        if caches.len() != ids.len() {
+            return Err(ModelError::BadArgument(format!(
+                "decode batch: {} ids for {} caches",
+                ids.len(),
+                caches.len()
+            )));
+        }
+        let mut pos = Vec::with_capacity(ids.len());
+        for c in caches.iter() {
+            if c.layers.len() != self.num_layers() {
+                return Err(ModelError::BadArgument(format!(
+                    "cache has {} layers, model {}",
+                    c.layers.len(),
+                    self.num_layers()
+                )));
+            }
+            let p = c.next_position();
+            self.check_context(p as usize, 1)?;
+            pos.push(p);
+        }
+        for (c, &p) in caches.iter_mut().zip(&pos) {
+            c.positions.push(p);
+        }
+        let mut h = self.embed(ids)?;
+        for l in 0..self.num_layers() {
+            let qkv = self.layer_qkv(l, &h)?;
+            let q = self.rope.apply(&qkv.q, &pos)?;
+            let k = self.rope.apply(&qkv.k, &pos)?;
+            let mut kv = Vec::with_capacity(ids.len());
+            for (b, c) in caches.iter_mut().enumerate() {
+                let lkv = &mut c.layers[l];
+                lkv.append(&k.narrow(1, b, 1)?, &qkv.v.narrow(1, b, 1)?)?;
+                kv.push((lkv.k()?, lkv.v()?));
+            }
+            let k_pos: Vec<&[u32]> = caches.iter().map(|c| c.positions.as_slice()).collect();
+            let a = match batched_decode_attention(&q, &pos, &kv, &k_pos)? {
+                Some(a) => a,
+                None => {
+                    let rows = (0..ids.len())
+                        .map(|b| {
+                            let (kk, vv) = &kv[b];
+                            causal_attention(&q.narrow(1, b, 1)?, &pos[b..b + 1], kk, vv, k_pos[b])
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Tensor::cat(&rows, 0)?
+                }
+            };
+            let a = self.layer_output(l, &a)?;
+            h = self.layer_mlp(l, &h, &a)?;
+        }
+        self.logits(&h)
     }
 
     /// One decode step: appends token `id` at the cache's next position, returns its

@@ -1,12 +1,11 @@
-//! Continuous-batching decode math: one step for many sequences at once (token-independent
-//! projections, output projection and MLP as one matmul over all rows, so each weight is
-//! read once per step; RoPE/append/attention per sequence over its own cache), and a
-//! sequence's sampling, stop-token, stop-string and length handling.
+//! Continuous-batching decode: one step for many sequences at once
+//! ([`Model::decode_batch`]: projections, output projection, MLP and LM head as one matmul
+//! over all rows, so each weight is read once per step; attention per sequence over its own
+//! cache), and a sequence's sampling, stop-token, stop-string and length handling.
 //!
 //! Reference twin: [`Model::decode_step`]; the test below asserts equal logits.
 
 use a3kv_fusion::FinishReason;
-use a3kv_model::attention::causal_attention;
 use a3kv_model::{KvCache, Model, ModelTokenizer, Sampler, SamplingParams, Tensor, TextStreamer};
 
 use crate::EngineError;
@@ -16,17 +15,8 @@ fn terr(e: candle_core::Error) -> EngineError {
 }
 
 /// Feeds `ids[b]` to sequence `b` at its next position; returns each sequence's logits
-/// `[V]`. All caches must belong to `model`.
+/// `[V]`. All caches must belong to `model`. The math is [`Model::decode_batch`].
 pub fn decode_batch(
-    model: &Model,
-    caches: &mut [&mut KvCache],
-    ids: &[u32],
-) -> Result<Vec<Vec<f32>>, EngineError> {
-    // On the rayon pool: the step's many small parallel ops then skip the hand-offs.
-    a3kv_model::kernels::cpu::on_pool(|| decode_batch_here(model, caches, ids))
-}
-
-fn decode_batch_here(
     model: &Model,
     caches: &mut [&mut KvCache],
     ids: &[u32],
@@ -36,42 +26,8 @@ fn decode_batch_here(
             "decode batch: ids and caches differ".into(),
         ));
     }
-    let mut pos = Vec::with_capacity(ids.len());
-    for c in caches.iter_mut() {
-        let p = c.next_position();
-        model.check_context(p as usize, 1)?;
-        c.positions.push(p);
-        pos.push(p);
-    }
-    let mut h = model.embed(ids)?;
-    for l in 0..model.num_layers() {
-        let qkv = model.layer_qkv(l, &h)?;
-        let mut attn = Vec::with_capacity(ids.len());
-        for (b, c) in caches.iter_mut().enumerate() {
-            let p = [pos[b]];
-            let q = model
-                .rope()
-                .apply(&qkv.q.narrow(1, b, 1).map_err(terr)?, &p)?;
-            let k = model
-                .rope()
-                .apply(&qkv.k.narrow(1, b, 1).map_err(terr)?, &p)?;
-            let v = qkv.v.narrow(1, b, 1).map_err(terr)?;
-            let lkv = c
-                .layers
-                .get_mut(l)
-                .ok_or_else(|| EngineError::Internal("cache has too few layers".into()))?;
-            lkv.append(&k, &v)?;
-            let (kk, vv) = (lkv.k()?, lkv.v()?);
-            attn.push(causal_attention(&q, &p, &kk, &vv, &c.positions)?);
-        }
-        // One output projection for all rows: the weights are read once per step.
-        let a = model.layer_output(l, &Tensor::cat(&attn, 0).map_err(terr)?)?;
-        h = model.layer_mlp(l, &h, &a)?;
-    }
-    let logits = model.logits(&h)?;
-    (0..ids.len())
-        .map(|b| logits.get(b).and_then(|r| r.to_vec1::<f32>()).map_err(terr))
-        .collect()
+    let logits = model.decode_batch(ids, caches)?;
+    logits.to_vec2::<f32>().map_err(terr)
 }
 
 /// What one step produced for a sequence.

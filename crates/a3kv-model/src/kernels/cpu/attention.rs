@@ -23,7 +23,17 @@ struct Rows<'a> {
     d: usize,
 }
 
-impl Rows<'_> {
+impl<'a> Rows<'a> {
+    /// A row-contiguous view (`stride[2] == 1`, `stride[1] == d`) of `data`.
+    fn of(data: &'a [f32], l: &Layout) -> Self {
+        Rows {
+            data,
+            start: l.start_offset(),
+            head_stride: l.stride()[0],
+            d: l.dims()[2],
+        }
+    }
+
     #[inline(always)]
     fn row(&self, h: usize, i: usize) -> &[f32] {
         &self.data[self.start + h * self.head_stride + i * self.d..][..self.d]
@@ -188,6 +198,99 @@ pub fn few_rows_attention(
     Ok(Some(Tensor::from_vec(out, (n, h * d), q.device())?))
 }
 
+/// Decode attention of `B` sequences at once: query row `b` of `q` `[H, B, d]` (RoPE applied,
+/// at `q_pos[b]`) attends over its own sequence's `kv[b]` = (`k`, `v`) `[H_kv, m_b, d]` with
+/// key positions `k_pos[b]` (non-decreasing), causal by position. Returns `[B, H·d]`; the
+/// (sequence, head) pairs run in parallel. Errors on inconsistent shapes or a query that
+/// sees no key; `None` when the tensors are not f32 on the CPU.
+pub fn batched_decode_attention(
+    q: &Tensor,
+    q_pos: &[u32],
+    kv: &[(Tensor, Tensor)],
+    k_pos: &[&[u32]],
+) -> Result<Option<Tensor>> {
+    let (h, bsz, d) = q.dims3()?;
+    if kv.len() != bsz || q_pos.len() != bsz || k_pos.len() != bsz {
+        return Err(crate::ModelError::BadArgument(format!(
+            "batched attention: {bsz} query rows, {} caches, {} positions",
+            kv.len(),
+            q_pos.len()
+        )));
+    }
+    if q.dtype() != DType::F32 || !q.device().is_cpu() {
+        return Ok(None);
+    }
+    let mut kv_c = Vec::with_capacity(bsz);
+    let mut visible = Vec::with_capacity(bsz);
+    for (b, (k, v)) in kv.iter().enumerate() {
+        let (hkv, m, dk) = k.dims3()?;
+        if v.dims3()? != (hkv, m, dk) || dk != d || hkv == 0 || !h.is_multiple_of(hkv) {
+            return Err(crate::ModelError::BadArgument(format!(
+                "batched attention: q {:?}, k {:?}, v {:?}",
+                q.dims(),
+                k.dims(),
+                v.dims()
+            )));
+        }
+        if k_pos[b].len() != m {
+            return Err(crate::ModelError::BadArgument(format!(
+                "batched attention: {} key positions for {m} keys",
+                k_pos[b].len()
+            )));
+        }
+        let vis = k_pos[b].partition_point(|&p| p <= q_pos[b]);
+        if vis == 0 {
+            return Err(crate::ModelError::BadArgument(format!(
+                "batched attention: query at position {} sees no key",
+                q_pos[b]
+            )));
+        }
+        visible.push(vis);
+        // The kernel walks row-contiguous views (cache buffers are); copy anything else.
+        let walkable = |t: &Tensor| {
+            let s = t.layout().stride();
+            s[2] == 1 && s[1] == d
+        };
+        let fix = |t: &Tensor| -> Result<Tensor> {
+            Ok(if walkable(t) {
+                t.clone()
+            } else {
+                t.contiguous()?
+            })
+        };
+        kv_c.push((fix(k)?, fix(v)?, h / hkv));
+    }
+    let qv: Vec<f32> = q.contiguous()?.flatten_all()?.to_vec1()?;
+    let guards: Vec<_> = kv_c
+        .iter()
+        .map(|(k, v, _)| (k.storage_and_layout(), v.storage_and_layout()))
+        .collect();
+    let mut rows = Vec::with_capacity(bsz);
+    for ((ks, kl), (vs, vl)) in &guards {
+        let (Storage::Cpu(CpuStorage::F32(kd)), Storage::Cpu(CpuStorage::F32(vd))) = (&**ks, &**vs)
+        else {
+            return Ok(None);
+        };
+        rows.push((Rows::of(kd, kl), Rows::of(vd, vl)));
+    }
+    let scale = 1.0 / (d as f32).sqrt();
+    let macs = 2 * h * d * visible.iter().sum::<usize>();
+    let mut out = vec![0f32; bsz * h * d];
+    // Output row `b`, head `hh` is chunk `b·H + hh` of `out`.
+    let one = |(c, o): (usize, &mut [f32])| {
+        let (b, hh) = (c / h, c % h);
+        let qrow = &qv[(hh * bsz + b) * d..][..d];
+        let (kr, vr) = &rows[b];
+        attend_best(qrow, kr, vr, hh / kv_c[b].2, visible[b], scale, o);
+    };
+    if macs >= PARALLEL_MIN_MACS || bsz > 1 {
+        out.par_chunks_mut(d).enumerate().for_each(one);
+    } else {
+        out.chunks_mut(d).enumerate().for_each(one);
+    }
+    Ok(Some(Tensor::from_vec(out, (bsz, h * d), q.device())?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +322,47 @@ mod tests {
                 .unwrap();
             assert!(diff < 1e-4, "m={m}: {diff}");
         }
+    }
+
+    #[test]
+    fn batched_matches_per_sequence_reference() {
+        let dev = Device::Cpu;
+        let (h, hkv, d) = (6, 2, 64);
+        let lens = [1usize, 37, 300];
+        let kv: Vec<(Tensor, Tensor)> = lens
+            .iter()
+            .map(|&m| {
+                let buf = |s| Tensor::randn(0f32, s, (hkv, m + 9, d), &dev).unwrap();
+                (
+                    buf(1.0).narrow(1, 0, m).unwrap(),
+                    buf(2.0).narrow(1, 0, m).unwrap(),
+                )
+            })
+            .collect();
+        let k_pos: Vec<Vec<u32>> = lens
+            .iter()
+            .map(|&m| (10..10 + m as u32).collect())
+            .collect();
+        let q_pos: Vec<u32> = k_pos.iter().map(|p| *p.last().unwrap()).collect();
+        let q = Tensor::randn(0f32, 1.0, (h, lens.len(), d), &dev).unwrap();
+        let refs: Vec<&[u32]> = k_pos.iter().map(|p| p.as_slice()).collect();
+        let got = batched_decode_attention(&q, &q_pos, &kv, &refs)
+            .unwrap()
+            .unwrap();
+        for (b, (k, v)) in kv.iter().enumerate() {
+            let qb = q.narrow(1, b, 1).unwrap();
+            let want = causal_attention_reference(&qb, &q_pos[b..b + 1], k, v, &k_pos[b]).unwrap();
+            let diff = (got.narrow(0, b, 1).unwrap() - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "sequence {b}: {diff}");
+        }
+        // A query before its first key is an error.
+        assert!(batched_decode_attention(&q, &[0, 0, 0], &kv, &refs).is_err());
     }
 }
