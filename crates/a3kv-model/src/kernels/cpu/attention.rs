@@ -40,6 +40,14 @@ impl<'a> Rows<'a> {
     }
 }
 
+/// Whether rows of a `[heads, rows, d]` layout are contiguous and follow each other (the
+/// stride of a size-1 dimension does not matter: candle leaves it arbitrary). Every
+/// candle-contiguous layout is walkable.
+fn walkable(layout: &Layout) -> bool {
+    let (dims, stride) = (layout.dims(), layout.stride());
+    dims.len() == 3 && stride[2] == 1 && (dims[1] <= 1 || stride[1] == dims[2])
+}
+
 /// Runs `f` on the f32 CPU data of `t` `[heads, rows, d]` when each row is contiguous and
 /// rows follow each other (a cache view); `None` for other layouts, dtypes or devices.
 fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
@@ -47,17 +55,10 @@ fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
     let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
         return None;
     };
-    let (_, _, d) = layout.shape().dims3().ok()?;
-    let stride = layout.stride();
-    if stride[2] != 1 || stride[1] != d {
+    if !walkable(layout) {
         return None;
     }
-    Some(f(Rows {
-        data,
-        start: layout.start_offset(),
-        head_stride: stride[0],
-        d,
-    }))
+    Some(f(Rows::of(data, layout)))
 }
 
 // Plain loops, no closures and no `mul_add`: everything inlines into the
@@ -188,12 +189,12 @@ pub fn few_rows_attention(
     })
     .flatten();
     if done.is_none() {
-        // A layout the kernel does not walk: copy to contiguous and retry once.
+        // A layout the kernel does not walk (not a cache view): copy once, contiguous.
         let (k, v) = (k.contiguous()?, v.contiguous()?);
-        if !k.is_contiguous() || !v.is_contiguous() {
-            return Ok(None);
+        if walkable(k.layout()) && walkable(v.layout()) {
+            return few_rows_attention(&q, q_pos, &k, &v, k_pos);
         }
-        return few_rows_attention(&q, q_pos, &k, &v, k_pos);
+        return Ok(None);
     }
     Ok(Some(Tensor::from_vec(out, (n, h * d), q.device())?))
 }
@@ -247,12 +248,8 @@ pub fn batched_decode_attention(
         }
         visible.push(vis);
         // The kernel walks row-contiguous views (cache buffers are); copy anything else.
-        let walkable = |t: &Tensor| {
-            let s = t.layout().stride();
-            s[2] == 1 && s[1] == d
-        };
         let fix = |t: &Tensor| -> Result<Tensor> {
-            Ok(if walkable(t) {
+            Ok(if walkable(t.layout()) {
                 t.clone()
             } else {
                 t.contiguous()?
@@ -267,6 +264,9 @@ pub fn batched_decode_attention(
         .collect();
     let mut rows = Vec::with_capacity(bsz);
     for ((ks, kl), (vs, vl)) in &guards {
+        if !walkable(kl) || !walkable(vl) {
+            return Ok(None);
+        }
         let (Storage::Cpu(CpuStorage::F32(kd)), Storage::Cpu(CpuStorage::F32(vd))) = (&**ks, &**vs)
         else {
             return Ok(None);
@@ -322,6 +322,21 @@ mod tests {
                 .unwrap();
             assert!(diff < 1e-4, "m={m}: {diff}");
         }
+        // One key whose row dimension has candle's arbitrary size-1 stride (what a
+        // transposed one-token projection looks like): walked, no copy loop.
+        let k = Tensor::randn(0f32, 1.0, (1, hkv, d), &dev)
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, hkv, d), &dev)
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap();
+        let q = Tensor::randn(0f32, 1.0, (h, 1, d), &dev).unwrap();
+        let got = few_rows_attention(&q, &[4], &k, &v, &[4]).unwrap().unwrap();
+        let want = causal_attention_reference(&q, &[4], &k, &v, &[4]).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
     }
 
     #[test]
