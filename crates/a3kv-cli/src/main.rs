@@ -26,7 +26,8 @@ enum Command {
     /// Fill the chunk store's disk tier from a JSONL file of documents (resumable).
     Precompute(commands::precompute::PrecomputeArgs),
     /// Benchmarks: `prefill` (vs candle-transformers), `fusion` (methods vs full),
-    /// `scheduler` (the actor pipeline under load), `store` (disk tier load).
+    /// `scheduler` (the actor pipeline under load), `store` (disk tier load), `decode`
+    /// (tokens/s, quantised vs f32, batched).
     Bench(commands::bench::BenchArgs),
     /// The HTTP server: OpenAI-compatible completions with RAG documents and fusion, the
     /// chunk API, /health, /ready and /metrics (see configs/default.toml).

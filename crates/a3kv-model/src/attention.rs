@@ -6,11 +6,13 @@
 //! (keys are in position order), which halves the work of a causal prefill and bounds the
 //! score buffer. Blocks end early when their rows are spread out (fusion's scattered rows),
 //! so that few of the multiplied keys are masked. GQA is handled without repeating K/V: the
-//! `g` query heads of one KV head are stacked into one matmul.
+//! `g` query heads of one KV head are stacked into one matmul. A few query rows
+//! (decode) take a kernel that walks the cache in place instead.
 
 use candle_core::{Tensor, D};
 
 use crate::cpu_ops::masked_softmax;
+use crate::kernels::cpu::attention::few_rows_attention;
 use crate::{ModelError, Result};
 
 /// Query rows per block at most: bounds the `[H, rows, keys]` score buffer.
@@ -37,6 +39,10 @@ fn next_block(q_pos: &[u32], k_pos: &[u32], start: usize) -> (usize, usize) {
     }
     (nb, max_vis)
 }
+
+/// Up to this many query rows (decode steps) attend through
+/// [`crate::kernels::cpu::attention::few_rows_attention`], straight over the cache.
+pub const FEW_ROWS: usize = 16;
 
 fn check_shapes(q: &Tensor, q_pos: &[u32], k: &Tensor, v: &Tensor, k_pos: &[u32]) -> Result<()> {
     let (h, n, d) = q.dims3()?;
@@ -88,6 +94,11 @@ pub fn causal_attention(
 ) -> Result<Tensor> {
     check_shapes(q, q_pos, k, v, k_pos)?;
     let (h, n, d) = q.dims3()?;
+    if n <= FEW_ROWS {
+        if let Some(out) = few_rows_attention(q, q_pos, k, v, k_pos)? {
+            return Ok(out);
+        }
+    }
     let (hkv, _m, _) = k.dims3()?;
     let g = h / hkv;
     let scale = 1.0 / (d as f64).sqrt();

@@ -1,4 +1,6 @@
-//! Loading a model from a GGUF file (dequantised at load).
+//! Loading a model from a GGUF file: every tensor dequantised to f32 (prefill), and on
+//! request the 2-D weights kept as quantised blocks too (decode): Q4_1 and Q8_0 bit for bit,
+//! other types re-quantised to Q8_0.
 //!
 //! GGUF names tensors llama.cpp-style (`blk.3.attn_q.weight`); they are renamed to HF
 //! names for [`crate::ModelWeights::build`]. llama.cpp permutes llama/mistral q/k rows for
@@ -11,8 +13,10 @@ use std::io::BufReader;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
+use crate::quant::{QMatrix, QuantFormat, BLOCK};
 use crate::tokenizer::GgufTokenizerData;
 use crate::{Family, ModelConfig, ModelError, Result};
 
@@ -59,13 +63,42 @@ pub struct GgufContents {
     pub config: ModelConfig,
     /// Dequantised tensors by HF name.
     pub tensors: HashMap<String, Tensor>,
+    /// Quantised `[out, in]` matrices by HF name (2-D weights whose width is a multiple of
+    /// 32), when asked for.
+    pub quantized: HashMap<String, QMatrix>,
     /// Tokenizer metadata.
     pub tokenizer: GgufTokenizerData,
 }
 
-/// Reads and dequantises a GGUF file. Errors name the file and what is wrong
-/// (not GGUF, truncated, unsupported architecture, missing key or tensor).
-pub fn read_gguf(path: &Path, device: &Device) -> Result<GgufContents> {
+/// The quantised form of a GGUF tensor: its own blocks for Q4_1/Q8_0, else its dequantised
+/// values `t` re-quantised to Q8_0; `None` for 1-D tensors and widths that are not a
+/// multiple of 32.
+fn quantized_matrix(q: &QTensor, t: &Tensor) -> candle_core::Result<Option<QMatrix>> {
+    let Ok((rows, cols)) = q.shape().dims2() else {
+        return Ok(None);
+    };
+    if !cols.is_multiple_of(BLOCK) {
+        return Ok(None);
+    }
+    let err = |e: crate::ModelError| candle_core::Error::Msg(e.to_string());
+    let m = match q.dtype() {
+        GgmlDType::Q4_1 => QMatrix::from_ggml(QuantFormat::Q4_1, rows, cols, &q.data()?),
+        GgmlDType::Q8_0 => QMatrix::from_ggml(QuantFormat::Q8_0, rows, cols, &q.data()?),
+        _ => {
+            let v: Vec<f32> = t
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            QMatrix::quantize(QuantFormat::Q8_0, rows, cols, &v)
+        }
+    };
+    m.map(Some).map_err(err)
+}
+
+/// Reads and dequantises a GGUF file; with `keep_quantized` also keeps the quantised blocks
+/// ([`GgufContents::quantized`]). Errors name the file and what is wrong (not GGUF,
+/// truncated, unsupported architecture, missing key or tensor).
+pub fn read_gguf(path: &Path, device: &Device, keep_quantized: bool) -> Result<GgufContents> {
     let file = File::open(path).map_err(|e| ModelError::Io {
         path: path.display().to_string(),
         source: e,
@@ -155,6 +188,7 @@ pub fn read_gguf(path: &Path, device: &Device) -> Result<GgufContents> {
             .and_then(|v| v.to_string().ok().cloned()),
     };
     let mut tensors = HashMap::new();
+    let mut quantized = HashMap::new();
     let mut names: Vec<&String> = ct.tensor_infos.keys().collect();
     names.sort();
     for name in names {
@@ -165,11 +199,19 @@ pub fn read_gguf(path: &Path, device: &Device) -> Result<GgufContents> {
         let t = q
             .dequantize(device)
             .map_err(|e| invalid(path, format!("tensor {name}: {e}")))?;
+        if keep_quantized {
+            if let Some(m) = quantized_matrix(&q, &t)
+                .map_err(|e| invalid(path, format!("tensor {name}: {e}")))?
+            {
+                quantized.insert(hf.clone(), m);
+            }
+        }
         tensors.insert(hf, t);
     }
     Ok(GgufContents {
         config,
         tensors,
+        quantized,
         tokenizer,
     })
 }

@@ -14,10 +14,12 @@ pub mod error;
 pub mod fingerprint;
 pub mod gguf;
 pub mod hf;
+pub mod kernels;
 pub mod kv;
 pub mod load;
 pub mod locate;
 pub mod model;
+pub mod quant;
 pub mod rope;
 pub mod sampling;
 pub mod testing;
@@ -30,7 +32,7 @@ pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use kv::{KvCache, LayerKv};
-pub use load::{load_model, LoadOptions, LoadedModel};
+pub use load::{load_model, DecodeWeights, LoadOptions, LoadedModel};
 pub use locate::{
     default_model_path, find_default_model, SearchEnv, DEFAULT_MODEL_FILE, MISSING_MODEL_HINT,
 };

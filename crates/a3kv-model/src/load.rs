@@ -1,14 +1,53 @@
 //! Entry point for loading a model + tokenizer from a GGUF file or an HF directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
 use crate::chat::ChatTemplate;
 use crate::fingerprint::FingerprintBuilder;
+use crate::quant::QuantWeights;
 use crate::tokenizer::{tokenizer_from_file, tokenizer_from_gguf, ModelTokenizer};
 use crate::weights::ModelWeights;
 use crate::{Model, ModelError, Result};
+
+/// Which weights the token-by-token path (decode, and any matmul of at most
+/// [`crate::model::QUANTIZED_MAX_ROWS`] rows) multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeWeights {
+    /// A GGUF's quantised blocks (Q4_1 and Q8_0 as stored, other types re-quantised to
+    /// Q8_0) on the CPU; f32 for larger matmuls. Checkpoints without quantised blocks (HF
+    /// directories) and other devices run f32.
+    #[default]
+    Quantized,
+    /// f32 for every matmul (the reference twin of the quantised path).
+    F32,
+}
+
+impl DecodeWeights {
+    /// Config name: `quantized` or `f32`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DecodeWeights::Quantized => "quantized",
+            DecodeWeights::F32 => "f32",
+        }
+    }
+}
+
+impl std::str::FromStr for DecodeWeights {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "quantized" => Ok(DecodeWeights::Quantized),
+            "f32" => Ok(DecodeWeights::F32),
+            other => Err(ModelError::BadArgument(format!(
+                "decode weights {other:?}: expected \"quantized\" or \"f32\""
+            ))),
+        }
+    }
+}
 
 /// How to load.
 #[derive(Debug, Clone)]
@@ -17,6 +56,8 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// Device.
     pub device: Device,
+    /// Weights of the token-by-token path.
+    pub decode_weights: DecodeWeights,
 }
 
 impl Default for LoadOptions {
@@ -24,6 +65,7 @@ impl Default for LoadOptions {
         Self {
             dtype: DType::F32,
             device: Device::Cpu,
+            decode_weights: DecodeWeights::default(),
         }
     }
 }
@@ -50,7 +92,8 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     }
     let mut fp = FingerprintBuilder::default();
     fp.bytes("dtype", opts.dtype.as_str().as_bytes());
-    let (config, tensors, tokenizer) = if path.is_dir() {
+    let keep_quantized = opts.decode_weights == DecodeWeights::Quantized && opts.device.is_cpu();
+    let (config, tensors, quantized, tokenizer) = if path.is_dir() {
         let hf = crate::hf::read_hf_dir(path, &opts.device)?;
         for f in &hf.files {
             fp.file(f)?;
@@ -74,9 +117,9 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         stops.sort_unstable();
         stops.dedup();
         let mt = ModelTokenizer::new(tok, template, stops);
-        (hf.config, hf.tensors, mt)
+        (hf.config, hf.tensors, None, mt)
     } else {
-        let g = crate::gguf::read_gguf(path, &opts.device)?;
+        let g = crate::gguf::read_gguf(path, &opts.device, keep_quantized)?;
         fp.file(path)?;
         let tok = if let Some(p) = path
             .parent()
@@ -101,14 +144,21 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         }
         stops.sort_unstable();
         stops.dedup();
+        let quantized = if keep_quantized {
+            Some(Arc::new(QuantWeights::build(&g.config, g.quantized)?))
+        } else {
+            None
+        };
         (
             g.config,
             g.tensors,
+            quantized,
             ModelTokenizer::new(tok, template, stops),
         )
     };
     fp.bytes("tokenizer", &tokenizer.identity_bytes());
-    let weights = ModelWeights::build(&config, tensors, opts.dtype)?;
+    let mut weights = ModelWeights::build(&config, tensors, opts.dtype)?;
+    weights.quantized = quantized;
     let model = Model::new(
         config,
         weights,

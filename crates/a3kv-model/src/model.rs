@@ -5,14 +5,27 @@
 //! global positions), [`Model::layer_attention`] (chosen query rows over a supplied K/V,
 //! causal by true position), [`Model::layer_mlp`], and [`Model::logits`] on chosen rows.
 //! [`Model::prefill`] and [`Model::decode_step`] are built from the same pieces.
+//!
+//! Every projection picks its weights by row count: a matmul of at most
+//! [`QUANTIZED_MAX_ROWS`] rows (decode steps, small batches) multiplies the quantised blocks
+//! when the model has them ([`crate::DecodeWeights`]), larger ones the f32 weights.
+
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::attention::causal_attention;
+use crate::kernels::cpu::attention::batched_decode_attention;
 use crate::kv::{KvCache, LayerKv};
+use crate::quant::{qmatmul, QMatrix, QuantFormat, QuantLayerWeights, QuantWeights};
 use crate::rope::Rope;
 use crate::weights::ModelWeights;
-use crate::{Fingerprint, ModelConfig, ModelError, Result};
+use crate::{DecodeWeights, Fingerprint, FingerprintBuilder, ModelConfig, ModelError, Result};
+
+/// Largest row count of a matmul that runs on the quantised weights. Up to here reading
+/// fewer bytes beats f32 gemm's higher compute rate (SmolLM2-135M, 2 cores; measured with
+/// `a3kv bench decode --crossover`).
+pub const QUANTIZED_MAX_ROWS: usize = 16;
 
 /// Pre-RoPE projections of some rows at one layer.
 #[derive(Debug, Clone)]
@@ -44,11 +57,29 @@ pub struct Model {
     rope: Rope,
     dtype: DType,
     device: Device,
+    /// Identity of the weights as loaded (f32 path).
+    base_fingerprint: Fingerprint,
+    /// `base_fingerprint`, plus the quantised path when it is on.
     fingerprint: Fingerprint,
+    /// Matmuls of at most this many rows use `weights.quantized` (0: never).
+    quant_max_rows: usize,
+}
+
+/// The identity of a model whose matmuls of up to `max_rows` rows are quantised.
+fn quantized_fingerprint(base: &Fingerprint, max_rows: usize) -> Fingerprint {
+    if max_rows == 0 {
+        return *base;
+    }
+    let mut fp = FingerprintBuilder::default();
+    fp.bytes("weights", &base.0)
+        .bytes("quantized_max_rows", &(max_rows as u64).to_le_bytes());
+    fp.finish()
 }
 
 impl Model {
-    /// Assembles a model from built weights.
+    /// Assembles a model from built weights. With quantised weights attached
+    /// ([`ModelWeights::quantized`]) on the CPU, matmuls of up to [`QUANTIZED_MAX_ROWS`] rows
+    /// use them.
     pub fn new(
         config: ModelConfig,
         weights: ModelWeights,
@@ -64,14 +95,94 @@ impl Model {
             config.rope_interleaved,
             &device,
         )?;
+        let quant_max_rows = if weights.quantized.is_some() && device.is_cpu() {
+            QUANTIZED_MAX_ROWS
+        } else {
+            0
+        };
         Ok(Self {
             config,
             weights,
             rope,
             dtype,
             device,
-            fingerprint,
+            base_fingerprint: fingerprint,
+            fingerprint: quantized_fingerprint(&fingerprint, quant_max_rows),
+            quant_max_rows,
         })
+    }
+
+    /// Which weights the token-by-token path uses.
+    pub fn decode_weights(&self) -> DecodeWeights {
+        if self.quant_max_rows > 0 {
+            DecodeWeights::Quantized
+        } else {
+            DecodeWeights::F32
+        }
+    }
+
+    /// Largest matmul row count that runs on the quantised weights (0 when they are off).
+    pub fn quantized_max_rows(&self) -> usize {
+        self.quant_max_rows
+    }
+
+    /// The same model with matmuls of up to `max_rows` rows on the quantised weights (0:
+    /// f32 everywhere). Shares the weights. Errors if `max_rows > 0` and the model has no
+    /// quantised weights or is not on the CPU.
+    pub fn with_quantized_max_rows(&self, max_rows: usize) -> Result<Model> {
+        if max_rows > 0 && (self.weights.quantized.is_none() || !self.device.is_cpu()) {
+            return Err(ModelError::BadArgument(
+                "no quantised weights: load a GGUF on the CPU with decode weights \"quantized\""
+                    .into(),
+            ));
+        }
+        let mut m = self.clone();
+        m.quant_max_rows = max_rows;
+        m.fingerprint = quantized_fingerprint(&m.base_fingerprint, max_rows);
+        Ok(m)
+    }
+
+    /// The same model with the token-by-token path on `mode`'s weights (the f32 twin of a
+    /// quantised model, or back). Shares the weights; errors as
+    /// [`Model::with_quantized_max_rows`].
+    pub fn with_decode_weights(&self, mode: DecodeWeights) -> Result<Model> {
+        self.with_quantized_max_rows(match mode {
+            DecodeWeights::Quantized => QUANTIZED_MAX_ROWS,
+            DecodeWeights::F32 => 0,
+        })
+    }
+
+    /// The same model with quantised weights made from its f32 ones (`format` blocks), on
+    /// for matmuls of up to [`QUANTIZED_MAX_ROWS`] rows: for checkpoints without quantised
+    /// blocks and for tests. Errors off the CPU.
+    pub fn with_quantized_weights(&self, format: QuantFormat) -> Result<Model> {
+        let mut m = self.clone();
+        m.weights.quantized = Some(Arc::new(QuantWeights::from_f32(&self.weights, format)?));
+        m.base_fingerprint = {
+            let mut fp = FingerprintBuilder::default();
+            fp.bytes("weights", &self.base_fingerprint.0)
+                .bytes("quantized_from_f32", format.as_str().as_bytes());
+            fp.finish()
+        };
+        m.with_quantized_max_rows(QUANTIZED_MAX_ROWS)
+    }
+
+    /// The quantised projections of `layer`, when the quantised path is on.
+    fn quant_layer(&self, layer: usize) -> Option<&QuantLayerWeights> {
+        if self.quant_max_rows == 0 {
+            return None;
+        }
+        self.weights.quantized.as_ref()?.layers.get(layer)
+    }
+
+    /// `x [n, in] · w_t [in, out]`, on `q` (`[out, in]`) when `n` is small enough.
+    fn project(&self, x: &Tensor, w_t: &Tensor, q: Option<&QMatrix>) -> Result<Tensor> {
+        if let Some(q) = q {
+            if x.dim(0)? <= self.quant_max_rows {
+                return qmatmul(x, q);
+            }
+        }
+        Ok(x.matmul(w_t)?)
     }
 
     /// Hyper-parameters.
@@ -139,7 +250,8 @@ impl Model {
         let c = &self.config;
         let (n, _) = hidden.dims2()?;
         let x = candle_nn::ops::rms_norm(hidden, &w.input_layernorm, c.rms_norm_eps as f32)?;
-        let mut qkv = x.matmul(&w.qkv_proj_t)?;
+        let q = self.quant_layer(layer).and_then(|q| q.qkv_proj.as_ref());
+        let mut qkv = self.project(&x, &w.qkv_proj_t, q)?;
         if let Some(b) = &w.qkv_bias {
             qkv = qkv.broadcast_add(b)?;
         }
@@ -171,9 +283,17 @@ impl Model {
         v: &Tensor,
         k_pos: &[u32],
     ) -> Result<Tensor> {
-        let w = self.check_layer(layer)?;
+        self.check_layer(layer)?;
         let a = causal_attention(q, q_pos, k, v, k_pos)?;
-        Ok(a.matmul(&w.o_proj_t)?)
+        self.layer_output(layer, &a)
+    }
+
+    /// The output projection of attention rows `attn` `[n, H·d]` (heads concatenated):
+    /// `[n, D]`. Batched decode attends per sequence, then projects all rows at once.
+    pub fn layer_output(&self, layer: usize, attn: &Tensor) -> Result<Tensor> {
+        let w = self.check_layer(layer)?;
+        let q = self.quant_layer(layer).and_then(|q| q.o_proj.as_ref());
+        self.project(attn, &w.o_proj_t, q)
     }
 
     /// Residual add of the attention branch, then the MLP block with its residual:
@@ -183,16 +303,28 @@ impl Model {
         let c = &self.config;
         let h = (hidden + attn)?;
         let x = candle_nn::ops::rms_norm(&h, &w.post_attention_layernorm, c.rms_norm_eps as f32)?;
-        let gu = x.matmul(&w.gate_up_proj_t)?;
+        let ql = self.quant_layer(layer);
+        let gu = self.project(
+            &x,
+            &w.gate_up_proj_t,
+            ql.and_then(|q| q.gate_up_proj.as_ref()),
+        )?;
         let act = crate::cpu_ops::swiglu(&gu)?;
-        Ok((h + act.matmul(&w.down_proj_t)?)?)
+        let down = self.project(&act, &w.down_proj_t, ql.and_then(|q| q.down_proj.as_ref()))?;
+        Ok((h + down)?)
     }
 
     /// Final norm and LM head on `hidden` rows `[n, D]`: logits `[n, V]` in f32.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let x =
             candle_nn::ops::rms_norm(hidden, &self.weights.norm, self.config.rms_norm_eps as f32)?;
-        Ok(x.matmul(&self.weights.lm_head.t()?)?.to_dtype(DType::F32)?)
+        let q = match (self.quant_max_rows, &self.weights.quantized) {
+            (1.., Some(qw)) => qw.lm_head.as_ref(),
+            _ => None,
+        };
+        Ok(self
+            .project(&x, &self.weights.lm_head.t()?, q)?
+            .to_dtype(DType::F32)?)
     }
 
     /// Checks that `n` tokens at `start_pos` fit the context window.
@@ -240,9 +372,78 @@ impl Model {
         })
     }
 
+    /// One decode step for many sequences: feeds `ids[b]` to `caches[b]` at its next
+    /// position and returns the logits `[B, V]` (f32). Projections, MLP and LM head take all
+    /// `B` rows at once (each weight read once per step); attention runs per (sequence,
+    /// head) in parallel over each sequence's own cache. [`Model::decode_step`] is its
+    /// one-sequence reference. Errors on an empty batch, mismatched lengths, an id outside
+    /// the vocabulary, a cache of another layer count, or a full context.
+    pub fn decode_batch(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        crate::kernels::cpu::on_pool(|| self.decode_batch_here(ids, caches))
+    }
+
+    fn decode_batch_here(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        self.check_ids(ids)?;
+        if caches.len() != ids.len() {
+            return Err(ModelError::BadArgument(format!(
+                "decode batch: {} ids for {} caches",
+                ids.len(),
+                caches.len()
+            )));
+        }
+        let mut pos = Vec::with_capacity(ids.len());
+        for c in caches.iter() {
+            if c.layers.len() != self.num_layers() {
+                return Err(ModelError::BadArgument(format!(
+                    "cache has {} layers, model {}",
+                    c.layers.len(),
+                    self.num_layers()
+                )));
+            }
+            let p = c.next_position();
+            self.check_context(p as usize, 1)?;
+            pos.push(p);
+        }
+        for (c, &p) in caches.iter_mut().zip(&pos) {
+            c.positions.push(p);
+        }
+        let mut h = self.embed(ids)?;
+        for l in 0..self.num_layers() {
+            let qkv = self.layer_qkv(l, &h)?;
+            let q = self.rope.apply(&qkv.q, &pos)?;
+            let k = self.rope.apply(&qkv.k, &pos)?;
+            let mut kv = Vec::with_capacity(ids.len());
+            for (b, c) in caches.iter_mut().enumerate() {
+                let lkv = &mut c.layers[l];
+                lkv.append(&k.narrow(1, b, 1)?, &qkv.v.narrow(1, b, 1)?)?;
+                kv.push((lkv.k()?, lkv.v()?));
+            }
+            let k_pos: Vec<&[u32]> = caches.iter().map(|c| c.positions.as_slice()).collect();
+            let a = match batched_decode_attention(&q, &pos, &kv, &k_pos)? {
+                Some(a) => a,
+                None => {
+                    let rows = (0..ids.len())
+                        .map(|b| {
+                            let (kk, vv) = &kv[b];
+                            causal_attention(&q.narrow(1, b, 1)?, &pos[b..b + 1], kk, vv, k_pos[b])
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Tensor::cat(&rows, 0)?
+                }
+            };
+            let a = self.layer_output(l, &a)?;
+            h = self.layer_mlp(l, &h, &a)?;
+        }
+        self.logits(&h)
+    }
+
     /// One decode step: appends token `id` at the cache's next position, returns its
     /// logits `[V]` (f32).
     pub fn decode_step(&self, id: u32, cache: &mut KvCache) -> Result<Tensor> {
+        crate::kernels::cpu::on_pool(|| self.decode_step_here(id, cache))
+    }
+
+    fn decode_step_here(&self, id: u32, cache: &mut KvCache) -> Result<Tensor> {
         self.check_ids(&[id])?;
         if cache.layers.len() != self.num_layers() {
             return Err(ModelError::BadArgument(format!(

@@ -3,12 +3,15 @@
 //! Both loaders (GGUF and HF safetensors) produce a map of HF-style names
 //! (`model.layers.3.self_attn.q_proj.weight`, shape `[out, in]`); [`ModelWeights::build`]
 //! turns it into fused, transposed matrices so each projection is one contiguous matmul:
-//! q|k|v in one `[D, H·d + 2·H_kv·d]` matrix, gate|up in one `[D, 2·I]` matrix.
+//! q|k|v in one `[D, H·d + 2·H_kv·d]` matrix, gate|up in one `[D, 2·I]` matrix. The
+//! quantised twin for few-row matmuls ([`QuantWeights`]) is attached by the loader.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 
+use crate::quant::QuantWeights;
 use crate::{ModelConfig, ModelError, Result};
 
 /// Weights of one decoder layer.
@@ -41,6 +44,8 @@ pub struct ModelWeights {
     pub norm: Tensor,
     /// LM head `[V, D]` (the embedding when tied).
     pub lm_head: Tensor,
+    /// Quantised projections for matmuls of few rows (decode), when loaded.
+    pub quantized: Option<Arc<QuantWeights>>,
 }
 
 fn take(map: &mut HashMap<String, Tensor>, name: &str, dtype: DType) -> Result<Tensor> {
@@ -125,6 +130,7 @@ impl ModelWeights {
             layers,
             norm,
             lm_head,
+            quantized: None,
         })
     }
 }

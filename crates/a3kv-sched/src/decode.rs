@@ -1,5 +1,6 @@
-//! Continuous-batching decode math: one step for many sequences at once (token-independent
-//! projections and MLP as one matmul, RoPE/append/attention per sequence over its own
+//! Continuous-batching decode: one step for many sequences at once
+//! ([`Model::decode_batch`]: projections, output projection, MLP and LM head as one matmul
+//! over all rows, so each weight is read once per step; attention per sequence over its own
 //! cache), and a sequence's sampling, log-probabilities, stop-token, stop-string and length
 //! handling.
 //!
@@ -18,7 +19,7 @@ fn terr(e: candle_core::Error) -> EngineError {
 }
 
 /// Feeds `ids[b]` to sequence `b` at its next position; returns each sequence's logits
-/// `[V]`. All caches must belong to `model`.
+/// `[V]`. All caches must belong to `model`. The math is [`Model::decode_batch`].
 pub fn decode_batch(
     model: &Model,
     caches: &mut [&mut KvCache],
@@ -29,41 +30,8 @@ pub fn decode_batch(
             "decode batch: ids and caches differ".into(),
         ));
     }
-    let mut pos = Vec::with_capacity(ids.len());
-    for c in caches.iter_mut() {
-        let p = c.next_position();
-        model.check_context(p as usize, 1)?;
-        c.positions.push(p);
-        pos.push(p);
-    }
-    let mut h = model.embed(ids)?;
-    for l in 0..model.num_layers() {
-        let qkv = model.layer_qkv(l, &h)?;
-        let mut attn = Vec::with_capacity(ids.len());
-        for (b, c) in caches.iter_mut().enumerate() {
-            let p = [pos[b]];
-            let q = model
-                .rope()
-                .apply(&qkv.q.narrow(1, b, 1).map_err(terr)?, &p)?;
-            let k = model
-                .rope()
-                .apply(&qkv.k.narrow(1, b, 1).map_err(terr)?, &p)?;
-            let v = qkv.v.narrow(1, b, 1).map_err(terr)?;
-            let lkv = c
-                .layers
-                .get_mut(l)
-                .ok_or_else(|| EngineError::Internal("cache has too few layers".into()))?;
-            lkv.append(&k, &v)?;
-            let (kk, vv) = (lkv.k()?, lkv.v()?);
-            attn.push(model.layer_attention(l, &q, &p, &kk, &vv, &c.positions)?);
-        }
-        let a = Tensor::cat(&attn, 0).map_err(terr)?;
-        h = model.layer_mlp(l, &h, &a)?;
-    }
-    let logits = model.logits(&h)?;
-    (0..ids.len())
-        .map(|b| logits.get(b).and_then(|r| r.to_vec1::<f32>()).map_err(terr))
-        .collect()
+    let logits = model.decode_batch(ids, caches)?;
+    logits.to_vec2::<f32>().map_err(terr)
 }
 
 /// What one step produced for a sequence.
@@ -340,7 +308,17 @@ mod tests {
 
     #[test]
     fn batched_decode_matches_decode_step() {
-        let model = tiny_model(Family::Qwen2, 9).unwrap();
+        let f32_model = tiny_model(Family::Qwen2, 9).unwrap();
+        // The quantised path too: its rows must not depend on the batch they run in.
+        let quant = f32_model
+            .with_quantized_weights(a3kv_model::quant::QuantFormat::Q8_0)
+            .unwrap();
+        for model in [f32_model, quant] {
+            check_batched_against_single(&model);
+        }
+    }
+
+    fn check_batched_against_single(model: &Model) {
         let prompts: [&[u32]; 3] = [&[1, 2, 3], &[4, 5, 6, 7, 8, 9, 10], &[11]];
         let mut a: Vec<KvCache> = prompts
             .iter()
@@ -350,7 +328,7 @@ mod tests {
         let mut ids = vec![5u32, 6, 7];
         for _ in 0..4 {
             let mut refs: Vec<&mut KvCache> = a.iter_mut().collect();
-            let got = decode_batch(&model, &mut refs, &ids).unwrap();
+            let got = decode_batch(model, &mut refs, &ids).unwrap();
             for (i, c) in b.iter_mut().enumerate() {
                 let want: Vec<f32> = model.decode_step(ids[i], c).unwrap().to_vec1().unwrap();
                 let d = got[i]

@@ -114,7 +114,11 @@ pub fn load_options(cfg: &ServerConfig) -> Result<LoadOptions, ServeError> {
                 .map_err(|e| ServeError::Model(format!("model.device = {d:?}: {e}")))?
         }
     };
-    Ok(LoadOptions { dtype, device })
+    Ok(LoadOptions {
+        dtype,
+        device,
+        ..LoadOptions::default()
+    })
 }
 
 /// Loads the model, starts the engine and binds; `listen_signals` makes SIGTERM/SIGINT start

@@ -6,6 +6,7 @@
 //!   ratios to `full`, with the fusion report's phase times.
 //! - `scheduler`: the actor pipeline under closed-loop load (see `a3kv_sched::bench`).
 //! - `store`: the disk tier's chunk load vs a plain read (see `a3kv_store::bench`).
+//! - `decode`: decode tokens/s, quantised vs f32, 1 and N sequences (see [`super::bench_decode`]).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -38,6 +39,9 @@ pub enum BenchWhat {
     /// Chunk store disk tier: loading a chunk (checksummed, layer by layer) vs a plain
     /// `read` of the same file, page cache cold and warm.
     Store(StoreArgs),
+    /// Decode tokens/s: one sequence and batched (1/4/16), quantised weights vs f32, with
+    /// llama.cpp's rates from a llama-bench JSONL (`--llamacpp`).
+    Decode(super::bench_decode::DecodeArgs),
 }
 
 /// `a3kv bench store`. The default shape is SmolLM2-135M's (30 layers, 3 KV heads, d 64).
@@ -158,11 +162,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Fusion(f) => fusion(f),
         BenchWhat::Scheduler(s) => scheduler(s),
         BenchWhat::Store(s) => store(s),
+        BenchWhat::Decode(d) => super::bench_decode::run(d),
     }
 }
 
 /// Deterministic prompt ids of length `n` from real text (repeated).
-fn prompt_ids(tok: &a3kv_model::ModelTokenizer, n: usize) -> anyhow::Result<Vec<u32>> {
+pub(crate) fn prompt_ids(tok: &a3kv_model::ModelTokenizer, n: usize) -> anyhow::Result<Vec<u32>> {
     let text = "Retrieval-augmented generation prepends retrieved passages to a question. \
         The same documents recur across requests, so their key-value caches can be computed \
         once and reused; only the tokens the question attends to need recomputation. ";

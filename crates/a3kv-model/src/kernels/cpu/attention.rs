@@ -1,0 +1,383 @@
+//! Attention of a few query rows (decode steps) straight over the KV cache buffers.
+//!
+//! With one query row per sequence, the blocked attention's per-block matmuls, masks and
+//! softmax pass are mostly overhead (tensor allocations, thread hand-offs for a few
+//! thousand multiply-adds). This kernel walks the cache in place: per query row and head,
+//! scores against the visible keys (`key_pos <= query_pos`), a max-subtracted softmax, and
+//! the weighted sum of values — the same math as
+//! [`crate::attention::causal_attention_reference`], its twin in the tests.
+
+use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::Result;
+
+/// Below this many multiply-adds the kernel runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// A `[heads, rows, d]` f32 CPU tensor seen as rows of `d` values: `row(h, i)`.
+struct Rows<'a> {
+    data: &'a [f32],
+    start: usize,
+    head_stride: usize,
+    d: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// A row-contiguous view (`stride[2] == 1`, `stride[1] == d`) of `data`.
+    fn of(data: &'a [f32], l: &Layout) -> Self {
+        Rows {
+            data,
+            start: l.start_offset(),
+            head_stride: l.stride()[0],
+            d: l.dims()[2],
+        }
+    }
+
+    #[inline(always)]
+    fn row(&self, h: usize, i: usize) -> &[f32] {
+        &self.data[self.start + h * self.head_stride + i * self.d..][..self.d]
+    }
+}
+
+/// Whether rows of a `[heads, rows, d]` layout are contiguous and follow each other (the
+/// stride of a size-1 dimension does not matter: candle leaves it arbitrary). Every
+/// candle-contiguous layout is walkable.
+fn walkable(layout: &Layout) -> bool {
+    let (dims, stride) = (layout.dims(), layout.stride());
+    dims.len() == 3 && stride[2] == 1 && (dims[1] <= 1 || stride[1] == dims[2])
+}
+
+/// Runs `f` on the f32 CPU data of `t` `[heads, rows, d]` when each row is contiguous and
+/// rows follow each other (a cache view); `None` for other layouts, dtypes or devices.
+fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
+    let (storage, layout): (_, &Layout) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        return None;
+    };
+    if !walkable(layout) {
+        return None;
+    }
+    Some(f(Rows::of(data, layout)))
+}
+
+// Plain loops, no closures and no `mul_add`: everything inlines into the
+// `#[target_feature]` copy below and vectorises there (a closure or `mul_add` outside it
+// would compile for baseline x86-64, `mul_add` as a libm call).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let b = &b[..a.len()];
+    // 16 independent lanes: the loop vectorises without reassociating one running sum.
+    let mut acc = [0f32; 16];
+    let chunks = a.len() / 16;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 16..][..16], &b[c * 16..][..16]);
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut sum = 0f32;
+    for l in 0..16 {
+        sum += acc[l];
+    }
+    for j in chunks * 16..a.len() {
+        sum += a[j] * b[j];
+    }
+    sum
+}
+
+/// One query row of one head: `out = softmax(scale · K q) V` over the first `visible` keys.
+#[inline(always)]
+fn attend(q: &[f32], k: &Rows, v: &Rows, kvh: usize, visible: usize, scale: f32, out: &mut [f32]) {
+    let mut scores = vec![0f32; visible];
+    let mut max = f32::NEG_INFINITY;
+    for j in 0..visible {
+        let s = dot(q, k.row(kvh, j)) * scale;
+        scores[j] = s;
+        max = max.max(s);
+    }
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    out.fill(0.0);
+    for j in 0..visible {
+        let (p, row) = (scores[j], v.row(kvh, j));
+        let row = &row[..out.len()];
+        for l in 0..out.len() {
+            out[l] += p * row[l];
+        }
+    }
+    let inv = 1.0 / sum;
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(
+    q: &[f32],
+    k: &Rows,
+    v: &Rows,
+    kvh: usize,
+    visible: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    attend(q, k, v, kvh, visible, scale, out)
+}
+
+fn attend_best(
+    q: &[f32],
+    k: &Rows,
+    v: &Rows,
+    kvh: usize,
+    visible: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2::available() {
+        // SAFETY: the CPU supports AVX2 and FMA.
+        return unsafe { attend_avx2(q, k, v, kvh, visible, scale, out) };
+    }
+    attend(q, k, v, kvh, visible, scale, out)
+}
+
+/// Attention of query rows `q` `[H, n, d]` (RoPE applied) over `k`/`v` `[H_kv, m, d]`,
+/// row `i` seeing key `j` iff `k_pos[j] <= q_pos[i]`: `[n, H·d]`. The caller checked the
+/// shapes and that every query sees a key (as [`crate::attention::causal_attention`] does).
+/// `None` when the tensors are not f32 on the CPU (the caller takes the general path).
+pub fn few_rows_attention(
+    q: &Tensor,
+    q_pos: &[u32],
+    k: &Tensor,
+    v: &Tensor,
+    k_pos: &[u32],
+) -> Result<Option<Tensor>> {
+    if q.dtype() != DType::F32 || !q.device().is_cpu() {
+        return Ok(None);
+    }
+    let (h, n, d) = q.dims3()?;
+    let hkv = k.dims3()?.0;
+    let g = h / hkv;
+    let scale = 1.0 / (d as f32).sqrt();
+    let q = q.contiguous()?;
+    let qv: Vec<f32> = q.flatten_all()?.to_vec1()?;
+    let visible: Vec<usize> = q_pos
+        .iter()
+        .map(|&p| k_pos.partition_point(|&kp| kp <= p))
+        .collect();
+    let macs = 2 * h * d * visible.iter().sum::<usize>();
+    let mut out = vec![0f32; n * h * d];
+    let done = with_rows(k, |kr| {
+        with_rows(v, |vr| {
+            // Output row `i`, head `hh` is chunk `i·H + hh` of `out`.
+            let one = |(c, o): (usize, &mut [f32])| {
+                let (i, hh) = (c / h, c % h);
+                let qrow = &qv[(hh * n + i) * d..][..d];
+                attend_best(qrow, &kr, &vr, hh / g, visible[i], scale, o);
+            };
+            if macs >= PARALLEL_MIN_MACS {
+                out.par_chunks_mut(d).enumerate().for_each(one);
+            } else {
+                out.chunks_mut(d).enumerate().for_each(one);
+            }
+        })
+    })
+    .flatten();
+    if done.is_none() {
+        // A layout the kernel does not walk (not a cache view): copy once, contiguous.
+        let (k, v) = (k.contiguous()?, v.contiguous()?);
+        if walkable(k.layout()) && walkable(v.layout()) {
+            return few_rows_attention(&q, q_pos, &k, &v, k_pos);
+        }
+        return Ok(None);
+    }
+    Ok(Some(Tensor::from_vec(out, (n, h * d), q.device())?))
+}
+
+/// Decode attention of `B` sequences at once: query row `b` of `q` `[H, B, d]` (RoPE applied,
+/// at `q_pos[b]`) attends over its own sequence's `kv[b]` = (`k`, `v`) `[H_kv, m_b, d]` with
+/// key positions `k_pos[b]` (non-decreasing), causal by position. Returns `[B, H·d]`; the
+/// (sequence, head) pairs run in parallel. Errors on inconsistent shapes or a query that
+/// sees no key; `None` when the tensors are not f32 on the CPU.
+pub fn batched_decode_attention(
+    q: &Tensor,
+    q_pos: &[u32],
+    kv: &[(Tensor, Tensor)],
+    k_pos: &[&[u32]],
+) -> Result<Option<Tensor>> {
+    let (h, bsz, d) = q.dims3()?;
+    if kv.len() != bsz || q_pos.len() != bsz || k_pos.len() != bsz {
+        return Err(crate::ModelError::BadArgument(format!(
+            "batched attention: {bsz} query rows, {} caches, {} positions",
+            kv.len(),
+            q_pos.len()
+        )));
+    }
+    if q.dtype() != DType::F32 || !q.device().is_cpu() {
+        return Ok(None);
+    }
+    let mut kv_c = Vec::with_capacity(bsz);
+    let mut visible = Vec::with_capacity(bsz);
+    for (b, (k, v)) in kv.iter().enumerate() {
+        let (hkv, m, dk) = k.dims3()?;
+        if v.dims3()? != (hkv, m, dk) || dk != d || hkv == 0 || !h.is_multiple_of(hkv) {
+            return Err(crate::ModelError::BadArgument(format!(
+                "batched attention: q {:?}, k {:?}, v {:?}",
+                q.dims(),
+                k.dims(),
+                v.dims()
+            )));
+        }
+        if k_pos[b].len() != m {
+            return Err(crate::ModelError::BadArgument(format!(
+                "batched attention: {} key positions for {m} keys",
+                k_pos[b].len()
+            )));
+        }
+        let vis = k_pos[b].partition_point(|&p| p <= q_pos[b]);
+        if vis == 0 {
+            return Err(crate::ModelError::BadArgument(format!(
+                "batched attention: query at position {} sees no key",
+                q_pos[b]
+            )));
+        }
+        visible.push(vis);
+        // The kernel walks row-contiguous views (cache buffers are); copy anything else.
+        let fix = |t: &Tensor| -> Result<Tensor> {
+            Ok(if walkable(t.layout()) {
+                t.clone()
+            } else {
+                t.contiguous()?
+            })
+        };
+        kv_c.push((fix(k)?, fix(v)?, h / hkv));
+    }
+    let qv: Vec<f32> = q.contiguous()?.flatten_all()?.to_vec1()?;
+    let guards: Vec<_> = kv_c
+        .iter()
+        .map(|(k, v, _)| (k.storage_and_layout(), v.storage_and_layout()))
+        .collect();
+    let mut rows = Vec::with_capacity(bsz);
+    for ((ks, kl), (vs, vl)) in &guards {
+        if !walkable(kl) || !walkable(vl) {
+            return Ok(None);
+        }
+        let (Storage::Cpu(CpuStorage::F32(kd)), Storage::Cpu(CpuStorage::F32(vd))) = (&**ks, &**vs)
+        else {
+            return Ok(None);
+        };
+        rows.push((Rows::of(kd, kl), Rows::of(vd, vl)));
+    }
+    let scale = 1.0 / (d as f32).sqrt();
+    let macs = 2 * h * d * visible.iter().sum::<usize>();
+    let mut out = vec![0f32; bsz * h * d];
+    // Output row `b`, head `hh` is chunk `b·H + hh` of `out`.
+    let one = |(c, o): (usize, &mut [f32])| {
+        let (b, hh) = (c / h, c % h);
+        let qrow = &qv[(hh * bsz + b) * d..][..d];
+        let (kr, vr) = &rows[b];
+        attend_best(qrow, kr, vr, hh / kv_c[b].2, visible[b], scale, o);
+    };
+    if macs >= PARALLEL_MIN_MACS || bsz > 1 {
+        out.par_chunks_mut(d).enumerate().for_each(one);
+    } else {
+        out.chunks_mut(d).enumerate().for_each(one);
+    }
+    Ok(Some(Tensor::from_vec(out, (bsz, h * d), q.device())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::causal_attention_reference;
+    use candle_core::Device;
+
+    #[test]
+    fn matches_the_reference_on_cache_views() {
+        let dev = Device::Cpu;
+        let (h, hkv, d, cap) = (6, 2, 64, 700);
+        // A cache buffer with spare capacity, viewed through `narrow` like `LayerKv::k`.
+        let kb = Tensor::randn(0f32, 1.0, (hkv, cap, d), &dev).unwrap();
+        let vb = Tensor::randn(0f32, 1.0, (hkv, cap, d), &dev).unwrap();
+        for (m, q_pos) in [(1usize, vec![0u32]), (600, vec![599, 17, 300, 599])] {
+            let (k, v) = (kb.narrow(1, 0, m).unwrap(), vb.narrow(1, 0, m).unwrap());
+            let k_pos: Vec<u32> = (0..m as u32).collect();
+            let q = Tensor::randn(0f32, 1.0, (h, q_pos.len(), d), &dev).unwrap();
+            let got = few_rows_attention(&q, &q_pos, &k, &v, &k_pos)
+                .unwrap()
+                .unwrap();
+            let want = causal_attention_reference(&q, &q_pos, &k, &v, &k_pos).unwrap();
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "m={m}: {diff}");
+        }
+        // One key whose row dimension has candle's arbitrary size-1 stride (what a
+        // transposed one-token projection looks like): walked, no copy loop.
+        let k = Tensor::randn(0f32, 1.0, (1, hkv, d), &dev)
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, hkv, d), &dev)
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap();
+        let q = Tensor::randn(0f32, 1.0, (h, 1, d), &dev).unwrap();
+        let got = few_rows_attention(&q, &[4], &k, &v, &[4]).unwrap().unwrap();
+        let want = causal_attention_reference(&q, &[4], &k, &v, &[4]).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    }
+
+    #[test]
+    fn batched_matches_per_sequence_reference() {
+        let dev = Device::Cpu;
+        let (h, hkv, d) = (6, 2, 64);
+        let lens = [1usize, 37, 300];
+        let kv: Vec<(Tensor, Tensor)> = lens
+            .iter()
+            .map(|&m| {
+                let buf = |s| Tensor::randn(0f32, s, (hkv, m + 9, d), &dev).unwrap();
+                (
+                    buf(1.0).narrow(1, 0, m).unwrap(),
+                    buf(2.0).narrow(1, 0, m).unwrap(),
+                )
+            })
+            .collect();
+        let k_pos: Vec<Vec<u32>> = lens
+            .iter()
+            .map(|&m| (10..10 + m as u32).collect())
+            .collect();
+        let q_pos: Vec<u32> = k_pos.iter().map(|p| *p.last().unwrap()).collect();
+        let q = Tensor::randn(0f32, 1.0, (h, lens.len(), d), &dev).unwrap();
+        let refs: Vec<&[u32]> = k_pos.iter().map(|p| p.as_slice()).collect();
+        let got = batched_decode_attention(&q, &q_pos, &kv, &refs)
+            .unwrap()
+            .unwrap();
+        for (b, (k, v)) in kv.iter().enumerate() {
+            let qb = q.narrow(1, b, 1).unwrap();
+            let want = causal_attention_reference(&qb, &q_pos[b..b + 1], k, v, &k_pos[b]).unwrap();
+            let diff = (got.narrow(0, b, 1).unwrap() - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "sequence {b}: {diff}");
+        }
+        // A query before its first key is an error.
+        assert!(batched_decode_attention(&q, &[0, 0, 0], &kv, &refs).is_err());
+    }
+}

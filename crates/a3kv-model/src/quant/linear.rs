@@ -1,0 +1,200 @@
+//! `x · Wᵀ` for a quantised `W` on candle tensors: split `W`'s rows over the rayon pool, run
+//! the kernel on all rows of `x` at once, and hand back `[m, rows]`.
+//!
+//! ```
+//! use a3kv_model::quant::{qmatmul, QMatrix, QuantFormat};
+//! use a3kv_model::{Device, Tensor};
+//! let w = QMatrix::quantize(QuantFormat::Q8_0, 3, 64, &[0.5; 192]).unwrap(); // W [3, 64]
+//! let x = Tensor::ones((2, 64), a3kv_model::DType::F32, &Device::Cpu).unwrap(); // x [2, 64]
+//! let y = qmatmul(&x, &w).unwrap(); // y [2, 3]
+//! assert_eq!(y.dims(), &[2, 3]);
+//! assert!((y.to_vec2::<f32>().unwrap()[1][2] - 32.0).abs() < 1e-3);
+//! ```
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::QMatrix;
+use crate::kernels::cpu::{qmatmul_rows, Isa};
+use crate::{ModelError, Result};
+
+/// Below this many multiply-adds a product runs on the calling thread: waking the pool
+/// costs more than it saves (measured with `a3kv bench decode --kernels`).
+pub const PARALLEL_MIN_MACS: usize = 1 << 16;
+
+/// Weight rows per parallel task, at least (keeps a task's weights a few KB).
+const MIN_ROWS_PER_TASK: usize = 16;
+
+/// The output `[m, rows]` shared by the tasks of one product; each task writes the columns
+/// of its own weight rows only.
+struct SharedOut {
+    ptr: *mut f32,
+    rows: usize,
+    m: usize,
+}
+
+// SAFETY: tasks write disjoint elements (their own columns), and the buffer outlives them.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Writes weight rows `start..start + len` from the kernel's `[len, m]` order.
+    fn store(&self, start: usize, local: &[f32]) {
+        let len = local.len() / self.m;
+        assert!(start + len <= self.rows, "qmatmul: columns past the output");
+        for r in 0..self.m {
+            for n in 0..len {
+                // SAFETY: in bounds (checked above: r < m, start + n < rows) and this
+                // task's own columns.
+                unsafe { *self.ptr.add(r * self.rows + start + n) = local[n * self.m + r] };
+            }
+        }
+    }
+}
+
+/// `out [m, w.rows()] = x [m, w.cols()] · Wᵀ`, row-major, with `isa`'s kernel.
+fn product(isa: Isa, w: &QMatrix, x: &[f32], m: usize) -> Result<Vec<f32>> {
+    if x.len() != m * w.cols() {
+        return Err(ModelError::BadArgument(format!(
+            "qmatmul: {} activations for [{m}, {}]",
+            x.len(),
+            w.cols()
+        )));
+    }
+    let rows = w.rows();
+    let mut out = vec![0f32; rows * m];
+    let threads = rayon::current_num_threads();
+    if m == 1 {
+        // The kernel's [rows, 1] order is the output's.
+        if threads > 1 && rows * w.cols() >= PARALLEL_MIN_MACS {
+            let per_task = rows.div_ceil(4 * threads).max(MIN_ROWS_PER_TASK);
+            out.par_chunks_mut(per_task).enumerate().for_each(|(t, o)| {
+                let start = t * per_task;
+                qmatmul_rows(isa, w, x, m, start..start + o.len(), o)
+            });
+        } else {
+            qmatmul_rows(isa, w, x, m, 0..rows, &mut out);
+        }
+        return Ok(out);
+    }
+    let shared = SharedOut {
+        ptr: out.as_mut_ptr(),
+        rows,
+        m,
+    };
+    let task = |start: usize, end: usize| {
+        // The kernel writes weight-row-major [len, m]; the output is [m, rows].
+        let mut local = vec![0f32; (end - start) * m];
+        qmatmul_rows(isa, w, x, m, start..end, &mut local);
+        shared.store(start, &local);
+    };
+    if threads > 1 && rows * w.cols() * m >= PARALLEL_MIN_MACS {
+        // A few tasks per thread: an even split when one core is busy with something else.
+        let per_task = rows.div_ceil(4 * threads).max(MIN_ROWS_PER_TASK);
+        (0..rows.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|t| task(t * per_task, ((t + 1) * per_task).min(rows)));
+    } else {
+        task(0, rows);
+    }
+    Ok(out)
+}
+
+struct QMatMul<'a> {
+    w: &'a QMatrix,
+    isa: Isa,
+}
+
+impl CustomOp1 for QMatMul<'_> {
+    fn name(&self) -> &'static str {
+        "a3kv-qmatmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("qmatmul: f32 only");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("qmatmul: input must be contiguous");
+        };
+        let (m, _) = layout.shape().dims2()?;
+        let out = product(self.isa, self.w, &data[start..end], m)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok((CpuStorage::F32(out), Shape::from((m, self.w.rows()))))
+    }
+}
+
+/// `x · Wᵀ`: `x` `[m, w.cols()]` (any float dtype, CPU) → `[m, w.rows()]` in `x`'s dtype,
+/// with the fastest kernel this CPU runs. Errors on a shape mismatch or a non-CPU tensor.
+pub fn qmatmul(x: &Tensor, w: &QMatrix) -> Result<Tensor> {
+    qmatmul_with(x, w, Isa::detect())
+}
+
+/// [`qmatmul`] with a chosen kernel (the reference twin when `isa` is not available).
+pub fn qmatmul_with(x: &Tensor, w: &QMatrix, isa: Isa) -> Result<Tensor> {
+    let (_, k) = x.dims2()?;
+    if k != w.cols() {
+        return Err(ModelError::BadArgument(format!(
+            "qmatmul: x {:?} by a [{}, {}] matrix",
+            x.dims(),
+            w.rows(),
+            w.cols()
+        )));
+    }
+    if !x.device().is_cpu() {
+        return Err(ModelError::BadArgument(
+            "qmatmul: quantised weights run on the CPU only".into(),
+        ));
+    }
+    let dtype = x.dtype();
+    let y = x
+        .to_dtype(DType::F32)?
+        .contiguous()?
+        .apply_op1_no_bwd(&QMatMul { w, isa })?;
+    Ok(y.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::QuantFormat;
+    use candle_core::Device;
+
+    #[test]
+    fn tensor_product_matches_dequantised_matmul() {
+        let (rows, cols) = (300, 128);
+        let wf: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5)
+            .collect();
+        let w = QMatrix::quantize(QuantFormat::Q4_1, rows, cols, &wf).unwrap();
+        let wd = Tensor::from_vec(w.dequantize(), (rows, cols), &Device::Cpu).unwrap();
+        // 9 rows × 300 × 128 is past PARALLEL_MIN_MACS: the split path runs too.
+        for m in [1, 9] {
+            let x = Tensor::randn(0f32, 1.0, (m, cols), &Device::Cpu).unwrap();
+            let got = qmatmul(&x, &w).unwrap();
+            let want = x.matmul(&wd.t().unwrap()).unwrap();
+            assert_eq!(got.dims(), &[m, rows]);
+            let err = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(err < 1e-5 * scale, "{err} vs scale {scale}");
+        }
+        let bad = Tensor::zeros((1, 64), DType::F32, &Device::Cpu).unwrap();
+        assert!(qmatmul(&bad, &w).is_err());
+    }
+}
