@@ -23,7 +23,9 @@ as_root() {
 need=()
 for pair in "promtool prometheus" "prometheus prometheus"; do
   set -- $pair
-  command -v "$1" >/dev/null || need+=("$2")
+  if ! command -v "$1" >/dev/null && [[ " ${need[*]} " != *" $2 "* ]]; then
+    need+=("$2")
+  fi
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
