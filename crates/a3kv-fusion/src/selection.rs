@@ -217,8 +217,9 @@ impl FusionParams {
     }
 }
 
-/// Upper bound of whole-number options without a tighter one (a prompt cannot exceed it).
-const MAX_TOKEN_OPTION: f64 = (1u64 << 32) as f64;
+/// Upper bound of whole-number options without a tighter one (a budget beyond the prompt is
+/// clamped to its document rows, so any `i64` a JSON client sends is accepted).
+const MAX_TOKEN_OPTION: f64 = i64::MAX as f64;
 /// Upper bound of per-chunk token counts (sink tokens, EPIC's `m`).
 const MAX_SINK_TOKENS: f64 = 65_536.0;
 /// Upper bound of the A^3 moving-average width.

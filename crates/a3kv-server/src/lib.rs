@@ -15,9 +15,9 @@ pub mod args;
 pub mod config;
 mod config_check;
 mod config_load;
+mod config_schema;
 #[cfg(test)]
 mod edge_fuzz;
-mod config_schema;
 pub mod error;
 mod extract;
 mod generate;

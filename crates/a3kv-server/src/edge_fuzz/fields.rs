@@ -358,6 +358,15 @@ pub(super) fn fusion() -> Gen {
             let mut obj = Map::new();
             let mut class = Class::Ok;
             let mut effective_a3 = true;
+            // The fusion crate parses the object's fields itself (`FusionParams::apply`): a
+            // field of the wrong JSON type is a 400 naming `fusion.<field>`, not `invalid_json`.
+            let method = method.map(|(v, c)| (v, c.min(Class::BadValue)));
+            let budget: Vec<_> = budget
+                .into_iter()
+                .map(|(k, (v, c))| (k, (v, c.min(Class::BadValue))))
+                .collect();
+            let sink = sink.map(|(v, c)| (v, c.min(Class::BadValue)));
+            let hybrid = hybrid.map(|(v, c)| (v, c.min(Class::BadValue)));
             if let Some((v, c)) = method {
                 effective_a3 = v == json!("a3");
                 obj.insert("method".into(), v);
@@ -381,8 +390,8 @@ pub(super) fn fusion() -> Gen {
                 class = class.max(c);
             }
             if unknown {
-                obj.insert("check_layer".into(), json!(3));
-                class = Class::BadType;
+                obj.insert("ratio".into(), json!(0.2));
+                class = class.max(Class::BadValue);
             }
             (Value::Object(obj), class)
         },
@@ -461,7 +470,7 @@ pub(super) fn unknown_fields() -> BoxedStrategy<Vec<(String, Value)>> {
     let name = prop_oneof![
         prop::sample::select(vec![
             "ignore_eos",
-            "logprobs",
+            "logit_bias",
             "presence_penalty",
             "user",
             "tools",
