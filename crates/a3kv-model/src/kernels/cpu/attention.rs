@@ -65,6 +65,7 @@ fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
 // `#[target_feature]` copy below and vectorises there (a closure or `mul_add` outside it
 // would compile for baseline x86-64, `mul_add` as a libm call).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // indexed loops are the shape that vectorises (above)
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let b = &b[..a.len()];
     // 16 independent lanes: the loop vectorises without reassociating one running sum.
@@ -88,6 +89,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// One query row of one head: `out = softmax(scale · K q) V` over the first `visible` keys.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // indexed loops are the shape that vectorises (above)
 fn attend(q: &[f32], k: &Rows, v: &Rows, kvh: usize, visible: usize, scale: f32, out: &mut [f32]) {
     let mut scores = vec![0f32; visible];
     let mut max = f32::NEG_INFINITY;
