@@ -48,6 +48,15 @@ fn walkable(layout: &Layout) -> bool {
     dims.len() == 3 && stride[2] == 1 && (dims[1] <= 1 || stride[1] == dims[2])
 }
 
+/// `t` itself when [`walkable`], else a contiguous copy (always walkable).
+fn walkable_copy(t: &Tensor) -> Result<Tensor> {
+    Ok(if walkable(t.layout()) {
+        t.clone()
+    } else {
+        t.contiguous()?
+    })
+}
+
 /// Runs `f` on the f32 CPU data of `t` `[heads, rows, d]` when each row is contiguous and
 /// rows follow each other (a cache view); `None` for other layouts, dtypes or devices.
 fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
@@ -86,10 +95,21 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-/// One query row of one head: `out = softmax(scale · K q) V` over the first `visible` keys.
+/// One query row of one head: `out = softmax(scale · K q) V` over the first `visible` keys
+/// (`scores` holds at least `visible` values of scratch).
 #[inline(always)]
-fn attend(q: &[f32], k: &Rows, v: &Rows, kvh: usize, visible: usize, scale: f32, out: &mut [f32]) {
-    let mut scores = vec![0f32; visible];
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    scores: &mut [f32],
+    q: &[f32],
+    k: &Rows,
+    v: &Rows,
+    kvh: usize,
+    visible: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let scores = &mut scores[..visible];
     let mut max = f32::NEG_INFINITY;
     for j in 0..visible {
         let s = dot(q, k.row(kvh, j)) * scale;
@@ -117,7 +137,9 @@ fn attend(q: &[f32], k: &Rows, v: &Rows, kvh: usize, visible: usize, scale: f32,
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2(
+    scores: &mut [f32],
     q: &[f32],
     k: &Rows,
     v: &Rows,
@@ -126,7 +148,7 @@ unsafe fn attend_avx2(
     scale: f32,
     out: &mut [f32],
 ) {
-    attend(q, k, v, kvh, visible, scale, out)
+    attend(scores, q, k, v, kvh, visible, scale, out)
 }
 
 fn attend_best(
@@ -138,12 +160,21 @@ fn attend_best(
     scale: f32,
     out: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx2::available() {
-        // SAFETY: the CPU supports AVX2 and FMA.
-        return unsafe { attend_avx2(q, k, v, kvh, visible, scale, out) };
+    thread_local! {
+        // Score buffer reused across calls: one allocation per thread, not per head.
+        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    attend(q, k, v, kvh, visible, scale, out)
+    SCORES.with_borrow_mut(|scores| {
+        if scores.len() < visible {
+            scores.resize(visible, 0.0);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if super::avx2::available() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { attend_avx2(scores, q, k, v, kvh, visible, scale, out) };
+        }
+        attend(scores, q, k, v, kvh, visible, scale, out)
+    })
 }
 
 /// Attention of query rows `q` `[H, n, d]` (RoPE applied) over `k`/`v` `[H_kv, m, d]`,
@@ -171,9 +202,11 @@ pub fn few_rows_attention(
         .map(|&p| k_pos.partition_point(|&kp| kp <= p))
         .collect();
     let macs = 2 * h * d * visible.iter().sum::<usize>();
+    // The kernel walks row-contiguous views (cache buffers are); copy anything else.
+    let (k, v) = (walkable_copy(k)?, walkable_copy(v)?);
     let mut out = vec![0f32; n * h * d];
-    let done = with_rows(k, |kr| {
-        with_rows(v, |vr| {
+    let done = with_rows(&k, |kr| {
+        with_rows(&v, |vr| {
             // Output row `i`, head `hh` is chunk `i·H + hh` of `out`.
             let one = |(c, o): (usize, &mut [f32])| {
                 let (i, hh) = (c / h, c % h);
@@ -189,11 +222,7 @@ pub fn few_rows_attention(
     })
     .flatten();
     if done.is_none() {
-        // A layout the kernel does not walk (not a cache view): copy once, contiguous.
-        let (k, v) = (k.contiguous()?, v.contiguous()?);
-        if walkable(k.layout()) && walkable(v.layout()) {
-            return few_rows_attention(&q, q_pos, &k, &v, k_pos);
-        }
+        // Not f32 on the CPU: the general path takes it.
         return Ok(None);
     }
     Ok(Some(Tensor::from_vec(out, (n, h * d), q.device())?))
@@ -247,15 +276,7 @@ pub fn batched_decode_attention(
             )));
         }
         visible.push(vis);
-        // The kernel walks row-contiguous views (cache buffers are); copy anything else.
-        let fix = |t: &Tensor| -> Result<Tensor> {
-            Ok(if walkable(t.layout()) {
-                t.clone()
-            } else {
-                t.contiguous()?
-            })
-        };
-        kv_c.push((fix(k)?, fix(v)?, h / hkv));
+        kv_c.push((walkable_copy(k)?, walkable_copy(v)?, h / hkv));
     }
     let qv: Vec<f32> = q.contiguous()?.flatten_all()?.to_vec1()?;
     let guards: Vec<_> = kv_c
