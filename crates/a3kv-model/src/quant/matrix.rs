@@ -342,7 +342,7 @@ mod tests {
         for b in 0..2 {
             data.extend_from_slice(&f16::from_f32(0.25).to_le_bytes());
             for j in 0..32 {
-                let q = (j as i32 * 9 - 128 + b) as i8;
+                let q = (j * 9 - 128 + b) as i8;
                 data.push(q as u8);
                 want.push(0.25 * q as f32);
             }

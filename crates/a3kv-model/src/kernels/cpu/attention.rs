@@ -70,10 +70,11 @@ fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
     Some(f(Rows::of(data, layout)))
 }
 
-// Plain loops, no closures and no `mul_add`: everything inlines into the
+// Plain index loops, no closures and no `mul_add`: everything inlines into the
 // `#[target_feature]` copy below and vectorises there (a closure or `mul_add` outside it
 // would compile for baseline x86-64, `mul_add` as a libm call).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let b = &b[..a.len()];
     // 16 independent lanes: the loop vectorises without reassociating one running sum.
@@ -98,7 +99,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// One query row of one head: `out = softmax(scale · K q) V` over the first `visible` keys
 /// (`scores` holds at least `visible` values of scratch).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn attend(
     scores: &mut [f32],
     q: &[f32],
