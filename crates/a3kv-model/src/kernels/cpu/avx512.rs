@@ -86,7 +86,7 @@ pub unsafe fn qmatmul_rows(
 /// instead of four separate horizontal sums.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn reduce4(a0: __m512, a1: __m512, a2: __m512, a3: __m512) -> __m128 {
+pub(super) unsafe fn reduce4(a0: __m512, a1: __m512, a2: __m512, a3: __m512) -> __m128 {
     // Per 128-bit chunk: [a0 a1 a0 a1] and [a2 a3 a2 a3] partial sums...
     let s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
     let s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
