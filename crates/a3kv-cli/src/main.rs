@@ -4,6 +4,8 @@ mod commands;
 mod common;
 mod method_spec;
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
 
 /// a3kv: a RAG serving engine that reuses precomputed document KV caches and recomputes
@@ -44,10 +46,18 @@ fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
             )
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     match cli.command {
-        Command::Serve(a) => tokio::runtime::Runtime::new()?.block_on(a3kv_server::serve(a)),
+        Command::Serve(a) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let r = rt.block_on(a3kv_server::serve(a));
+            // The server has drained: do not wait on blocking reads or computations of
+            // requests that were cut at the drain deadline.
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            r
+        }
         Command::Loadgen(a) => {
             let report = tokio::runtime::Runtime::new()?.block_on(a3kv_loadgen::run(*a))?;
             a3kv_loadgen::print_report(&report);

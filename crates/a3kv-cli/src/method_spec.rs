@@ -1,68 +1,129 @@
 //! Method specs on the command line: `name[:key=value;...]` (e.g. `a3:hybrid=0.5;sink=1`,
 //! `cacheblend:r=0.3`, `a3:tokens=200`) into fusion parameters, for `eval` and `generate`.
+//! A spec starts from the named method's own defaults, so `a3` is the paper's plain A^3 in
+//! both commands; [`spec_of`] writes parameters back as a spec (for `--help` and logs).
 
 use a3kv_eval::MethodSpec;
-use a3kv_fusion::{Budget, FusionParams, Method};
+use a3kv_fusion::{Budget, FusionOption, FusionParams, Method};
 use anyhow::{bail, Context};
 use serde_json::json;
 
 /// Parses `name[:key=value;...]` into fusion parameters and the spec recorded in results.
+/// Keys are fusion options by their full or short names (`r`, `tokens`, `sink`, `hybrid`,
+/// `m`, `pool`, `check`); the fusion crate checks every value, as it does for HTTP.
 pub fn parse(s: &str, ratio: f64) -> anyhow::Result<(MethodSpec, FusionParams)> {
     let (name, opts) = s.split_once(':').unwrap_or((s, ""));
     let method: Method = name.parse()?;
-    let mut p = FusionParams {
+    let base = FusionParams {
         method,
         budget: Budget::Ratio(ratio),
         ..Default::default()
     };
-    let mut rec = serde_json::Map::new();
-    if method != Method::Full {
-        rec.insert("recompute_ratio".into(), json!(ratio));
-    }
+    let mut options = Vec::new();
     for kv in opts.split(';').filter(|x| !x.is_empty()) {
         let Some((k, v)) = kv.split_once('=') else {
             bail!("method option {kv:?} is not key=value");
         };
+        let opt = FusionOption::from_name(k)?;
         let num: f64 = v
             .parse()
             .with_context(|| format!("method option {k}={v}"))?;
-        let count = || -> anyhow::Result<usize> {
-            if num < 0.0 || num.fract() != 0.0 || !num.is_finite() {
-                bail!("method option {k}={v} must be a whole number >= 0");
-            }
-            Ok(num as usize)
+        options.push((opt, num));
+    }
+    let p = base
+        .apply(None, &options)
+        .with_context(|| format!("method spec {s:?}"))?;
+    // The record names what differs from the method's defaults, by the options' full names.
+    let mut rec = serde_json::Map::new();
+    if !method.selector().is_full_prefill() {
+        match p.budget {
+            Budget::Ratio(r) => rec.insert("recompute_ratio".into(), json!(r)),
+            Budget::Tokens(n) => rec.insert("recompute_tokens".into(), json!(n)),
         };
-        match k {
-            "r" => {
-                p.budget = Budget::Ratio(num);
-                rec.insert("recompute_ratio".into(), json!(num));
-            }
-            "tokens" => {
-                p.budget = Budget::Tokens(count()?);
-                rec.remove("recompute_ratio");
-                rec.insert("budget_tokens".into(), json!(count()?));
-            }
-            "sink" => {
-                p.sink_tokens = count()?;
-                rec.insert("sink_tokens".into(), json!(count()?));
-            }
-            "hybrid" => {
-                p.hybrid_weight = Some(num as f32);
-                rec.insert("hybrid_weight".into(), json!(num));
-            }
-            "m" => {
-                p.epic_tokens = count()?;
-                rec.insert("epic_tokens".into(), json!(count()?));
-            }
-            _ => bail!("unknown method option {k:?} (r, tokens, sink, hybrid, m)"),
+    }
+    for (opt, value) in &options {
+        if !matches!(
+            opt,
+            FusionOption::RecomputeRatio | FusionOption::RecomputeTokens
+        ) {
+            // Whole numbers as integers, as the engine's own parameters print them.
+            let v = if value.fract() == 0.0 {
+                json!(*value as i64)
+            } else {
+                json!(value)
+            };
+            rec.insert(opt.name().into(), v);
         }
     }
     Ok((MethodSpec::new(name, serde_json::Value::Object(rec)), p))
 }
 
+/// The spec that [`parse`] (with the same budget ratio, or any ratio for a token budget)
+/// turns into `p`; options equal to the method's defaults are left out. Keys the spec syntax
+/// lacks (check layer, pooling width, eviction) are written as `key=value` notes in brackets.
+pub fn spec_of(p: &FusionParams) -> String {
+    let base = FusionParams::method(p.method);
+    let mut opts = Vec::new();
+    match p.budget {
+        Budget::Ratio(r) if p.method != Method::Full => opts.push(format!("r={r}")),
+        Budget::Tokens(n) if p.method != Method::Full => opts.push(format!("tokens={n}")),
+        _ => {}
+    }
+    if p.sink_tokens != base.sink_tokens {
+        opts.push(format!("sink={}", p.sink_tokens));
+    }
+    if let Some(w) = p.hybrid_weight {
+        opts.push(format!("hybrid={w}"));
+    }
+    if p.epic_tokens != base.epic_tokens {
+        opts.push(format!("m={}", p.epic_tokens));
+    }
+    let mut s = p.method.as_str().to_string();
+    if !opts.is_empty() {
+        s = format!("{s}:{}", opts.join(";"));
+    }
+    let mut notes = Vec::new();
+    if let Some(l) = p.check_layer {
+        notes.push(format!("check_layer={l}"));
+    }
+    if p.pooling_width != base.pooling_width {
+        notes.push(format!("pooling_width={}", p.pooling_width));
+    }
+    if let Some(e) = p.eviction {
+        notes.push(format!("eviction={e:?}"));
+    }
+    if !notes.is_empty() {
+        s = format!("{s} [{}]", notes.join(", "));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engine_default_round_trips_through_its_spec() {
+        let d = a3kv_sched::EngineConfig::default().default_fusion;
+        let spec = spec_of(&d);
+        assert!(!spec.contains('['), "{spec}");
+        let (_, back) = parse(&spec, 0.5).unwrap();
+        assert_eq!(back, d, "{spec}");
+        for p in [
+            FusionParams::method(Method::Full),
+            FusionParams {
+                budget: Budget::Tokens(64),
+                sink_tokens: 2,
+                ..FusionParams::method(Method::CacheBlend)
+            },
+            FusionParams {
+                epic_tokens: 8,
+                ..FusionParams::method(Method::Epic)
+            },
+        ] {
+            assert_eq!(parse(&spec_of(&p), 0.15).unwrap().1, p, "{}", spec_of(&p));
+        }
+    }
 
     #[test]
     fn options_set_the_parameters_and_the_record() {
@@ -71,9 +132,11 @@ mod tests {
         assert_eq!(p.hybrid_weight, Some(0.5));
         assert_eq!(p.budget, Budget::Ratio(0.15));
         assert_eq!(spec.params["sink_tokens"], 1);
+        assert_eq!(spec.params["recompute_ratio"], 0.15);
         let (spec, p) = parse("cacheblend:tokens=64", 0.15).unwrap();
         assert_eq!(p.budget, Budget::Tokens(64));
         assert!(spec.params.get("recompute_ratio").is_none());
+        assert_eq!(spec.params["recompute_tokens"], 64);
         let (_, p) = parse("full", 0.15).unwrap();
         assert_eq!(p.method, Method::Full);
     }
@@ -87,6 +150,9 @@ mod tests {
             "a3:tokens=1.5",
             "a3:x=1",
             "a3:r=abc",
+            "a3:r=2",
+            "epic:hybrid=0.5",
+            "a3:r=0.1;tokens=5",
         ] {
             assert!(parse(bad, 0.15).is_err(), "{bad}");
         }

@@ -75,9 +75,192 @@ fn generate_with_documents_fuses_them() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("method a3"), "{stderr}");
+    // No --method: the engine's default fusion, the one the server applies (the hybrid).
+    let default = a3kv_sched::EngineConfig::default().default_fusion;
+    let w = default
+        .hybrid_weight
+        .expect("the engine default is the A^3 hybrid");
+    assert!(
+        stderr.contains(&format!("method {}:", default.method.as_str()))
+            && stderr.contains(&format!("hybrid={w}")),
+        "{stderr}"
+    );
     assert!(stderr.contains("time to first token"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    // A named method starts from its own defaults: `a3` is the paper's plain A^3.
+    let out = a3kv()
+        .args(["generate", "--method", "a3", "--documents"])
+        .arg(&doc)
+        .args(["--question", "Where is it held?", "--max-tokens", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("method a3:r=0.15,") && !stderr.contains("hybrid"),
+        "{stderr}"
+    );
+}
+
+/// The `a3kv` binary hard-linked (or copied) into a fresh directory outside the repository,
+/// so neither the working directory nor the binary's location leads to the repo's `models/`.
+/// Returns the directory (kept alive by the guard) and the binary's path in it.
+fn binary_outside_the_repo() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap();
+    assert!(
+        !dir.path().starts_with(&repo),
+        "the temp dir {} must lie outside the repository",
+        dir.path().display()
+    );
+    let exe = dir.path().join("a3kv");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_a3kv"), &exe).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_a3kv"), &exe).unwrap();
+    }
+    (dir, exe)
+}
+
+/// `exe` run in `cwd` (also its `HOME`) with `XDG_DATA_HOME = xdg` and `A3KV_HOME` only if given.
+fn outside(
+    exe: &std::path::Path,
+    cwd: &std::path::Path,
+    a3kv_home: Option<&std::path::Path>,
+    xdg: &std::path::Path,
+) -> Command {
+    let mut c = Command::new(exe);
+    c.current_dir(cwd)
+        .env_remove("A3KV_MODEL")
+        .env_remove("A3KV_HOME")
+        .env("HOME", cwd)
+        .env("XDG_DATA_HOME", xdg);
+    if let Some(h) = a3kv_home {
+        c.env("A3KV_HOME", h);
+    }
+    c
+}
+
+#[test]
+fn missing_default_model_names_every_place_searched() {
+    let (dir, exe) = binary_outside_the_repo();
+    let (home, xdg) = (dir.path().join("a3kv-home"), dir.path().join("xdg"));
+    let out = outside(&exe, dir.path(), Some(&home), &xdg)
+        .args(["generate", "hi"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    // The process sees its directories with symlinks resolved.
+    let real_dir = dir.path().canonicalize().unwrap();
+    for want in [
+        "default model SmolLM2-135M-Instruct.Q4_1.gguf not found".to_string(),
+        format!("{} or a parent (working directory)", real_dir.display()),
+        format!(
+            "{} or a parent (the binary's directory)",
+            real_dir.display()
+        ),
+        format!("{} ($A3KV_HOME/models)", home.join("models").display()),
+        format!(
+            "{} (user data directory)",
+            xdg.join("a3kv/models").display()
+        ),
+        "scripts/fetch-model.sh --user".to_string(),
+    ] {
+        assert!(stderr.contains(&want), "{want:?} missing from: {stderr}");
+    }
+}
+
+#[test]
+fn default_model_is_found_from_a3kv_home_and_the_user_data_dir_outside_the_repo() {
+    if !model_present() {
+        return;
+    }
+    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .canonicalize()
+        .unwrap();
+    let (dir, exe) = binary_outside_the_repo();
+    let link = |models: &std::path::Path| {
+        std::fs::create_dir_all(models).unwrap();
+        let p = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        std::os::unix::fs::symlink(&real, &p).unwrap();
+        p
+    };
+    let run = |home: Option<&std::path::Path>, xdg: &std::path::Path| {
+        let out = outside(&exe, dir.path(), home, xdg)
+            .args([
+                "generate",
+                "What is the capital of France?",
+                "--max-tokens",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    // The user data directory alone.
+    let xdg = dir.path().join("xdg");
+    let in_user_dir = link(&xdg.join("a3kv/models"));
+    let stderr = run(None, &xdg);
+    assert!(
+        stderr.contains(&format!("[a3kv] model {}", in_user_dir.display())),
+        "{stderr}"
+    );
+    // $A3KV_HOME/models comes before the user data directory.
+    let home = dir.path().join("a3kv-home");
+    let in_home = link(&home.join("models"));
+    let stderr = run(Some(&home), &xdg);
+    assert!(
+        stderr.contains(&format!("[a3kv] model {}", in_home.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("time to first token"), "{stderr}");
+}
+
+#[test]
+fn server_text_logs_written_to_a_file_carry_no_colour_codes() {
+    if !model_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let child = a3kv()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--log-level",
+            "info",
+        ])
+        .stdout(std::fs::File::create(dir.path().join("serve.out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `listening` line within 60 s: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    drop(server);
+    assert!(text.contains("model loaded"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escape in a log file: {text:?}"
+    );
 }
 
 #[test]
@@ -100,6 +283,51 @@ fn bad_input_fails_with_a_clear_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown fusion method"));
+}
+
+#[test]
+fn serve_print_config_takes_every_key_from_env_and_set_and_rejects_bad_ones() {
+    // Printing the configuration loads no model.
+    let out = succeed(
+        a3kv()
+            .args(["serve", "--print-config"])
+            .args(["--set", "engine.default_fusion.check_layer=2"])
+            .env("A3KV_ENGINE_STORE_DISK_DIR", "/tmp/a3kv-print-config")
+            .env("A3KV_ENGINE_STORE_DISK_BUDGET_BYTES", "10000000"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "[engine.store.disk]",
+        "dir = \"/tmp/a3kv-print-config\"",
+        "budget_bytes = 10000000",
+        "check_layer = 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    for (var, value, named) in [
+        (
+            "A3KV_ENGINE_STORE_DISK_BUDGET_BYTES",
+            "-1",
+            "engine.store.disk.budget_bytes",
+        ),
+        (
+            "A3KV_ENGINE_STORE_DISK_DRI",
+            "/tmp/x",
+            "A3KV_ENGINE_STORE_DISK_DIR",
+        ),
+    ] {
+        let out = a3kv()
+            .args(["serve", "--print-config"])
+            .env(var, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} must fail");
+        assert!(
+            err.contains(var) && err.contains(named),
+            "{var}={value}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -326,6 +554,53 @@ fn precompute_fills_the_disk_tier_that_the_server_then_hits() {
             "0 computed (0 tokens, 0.0 MB), {n_chunks} already stored"
         )),
         "{stdout}"
+    );
+
+    // A stored file with a flipped byte is found, recomputed and replaced.
+    let victim = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|f| f.path())
+        .find(|p| p.extension().is_some_and(|x| x == "a3kv"))
+        .expect("a chunk file");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let original = bytes.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    let repaired = precompute();
+    let stdout = String::from_utf8_lossy(&repaired.stdout);
+    assert!(repaired.status.success());
+    assert!(
+        stdout.contains("1 computed")
+            && stdout.contains(&format!("{} already stored", n_chunks - 1))
+            && stdout.contains("1 stored chunk(s) failed verification"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&victim).unwrap().len(),
+        original.len(),
+        "the bad file is replaced"
+    );
+    // --no-verify trusts the index (and finds nothing to do now).
+    let trusted = a3kv()
+        .args([
+            "precompute",
+            "--no-progress",
+            "--no-verify",
+            "--chunk-tokens",
+            "64",
+        ])
+        .arg("--docs")
+        .arg(&docs)
+        .arg("--store-dir")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&trusted.stdout).contains(&format!("{n_chunks} already stored"))
     );
 
     // A bad line is named.

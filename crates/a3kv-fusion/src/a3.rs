@@ -1,7 +1,7 @@
 //! A^3 (arXiv 2511.17560): score document tokens by how much the *question* attends to
 //! them at the check layer, smooth, and pick the top `k` to recompute.
 //!
-//! Exactly DESIGN.md §1.2 step 3: post-RoPE q/k at true positions; heads concatenated
+//! Exactly docs/design.md §2.5: post-RoPE q/k at true positions; heads concatenated
 //! (query head `h` pairs with KV head `⌊h/g⌋`), scale `1/sqrt(H·d)`; softmax over the
 //! document + question keys (prefix excluded), causal inside the question block, in f32;
 //! summed over question rows; a `w`-wide zero-padded moving average over the whole

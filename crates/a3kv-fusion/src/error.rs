@@ -11,6 +11,14 @@ pub enum FusionError {
     /// The request's parameters are out of range.
     #[error("invalid fusion parameter: {0}")]
     InvalidParameter(String),
+    /// A named fusion option is out of range or does not apply to the method.
+    #[error("invalid fusion option {option}: {message}")]
+    InvalidOption {
+        /// The option's name (as in HTTP's `fusion` object and the configuration).
+        option: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
     /// A cached chunk does not fit the prompt or the model (length, layers, shape).
     #[error("chunk cache mismatch: {0}")]
     ChunkMismatch(String),
@@ -30,7 +38,9 @@ impl FusionError {
     pub fn kind(&self) -> &'static str {
         match self {
             FusionError::Model(e) => e.kind(),
-            FusionError::InvalidParameter(_) => "invalid_parameter",
+            FusionError::InvalidParameter(_) | FusionError::InvalidOption { .. } => {
+                "invalid_parameter"
+            }
             FusionError::ChunkMismatch(_) => "chunk_mismatch",
             FusionError::EmptyQuestion => "empty_question",
         }

@@ -1,4 +1,4 @@
-//! Eviction after the fused prefill (DESIGN.md §1.4): cap each head's decode cache at
+//! Eviction after the fused prefill (docs/design.md §2.7): cap each head's decode cache at
 //! `C` rows, by SnapKV (question rows as the observation window) or streaming
 //! (prefix + most recent). Attention during prefill still saw the full fused cache.
 

@@ -1,4 +1,4 @@
-//! The fused prefill (DESIGN.md §1.2 steps 1–5) for every method, as a sequence of steps
+//! The fused prefill (docs/design.md §2.4) for every method, as a sequence of steps
 //! so a pipeline can interleave them with cache loading:
 //! [`FusionRun::new`] → [`FusionRun::run_check`] (exact layers + check layer + selection,
 //! needs no cached K) → [`FusionRun::run_layer`] for each later layer as its cached KV
@@ -9,14 +9,12 @@ use std::time::Instant;
 
 use a3kv_model::{KvCache, LayerKv, Model, Tensor};
 
-use crate::a3::a3_scores;
 use crate::chunk::{precompute_chunk, ChunkKv};
 use crate::evict::evict;
 use crate::prompt::RagPrompt;
 use crate::report::FusionReport;
-use crate::selection::{
-    budget_k, chunk_starts, normalise, select_with_sinks, v_deviation, FusionParams, Method,
-};
+use crate::select::ScoreInput;
+use crate::selection::{budget_k, chunk_starts, select_with_sinks, FusionParams, Method};
 use crate::{FusionError, Result};
 
 /// The cached, not yet re-positioned KV of a whole prompt at one layer.
@@ -205,36 +203,17 @@ impl FusionRun {
         self.rows = rows;
     }
 
-    /// The static selection of check-layer-0 methods (no scores needed).
-    fn static_selection(&self) -> Vec<usize> {
-        let k = budget_k(self.params.budget, &self.prompt);
-        match self.params.method {
-            Method::Epic => chunk_starts(&self.prompt, self.params.epic_tokens),
-            Method::Reuse => chunk_starts(&self.prompt, self.params.sink_tokens)
-                .into_iter()
-                .take(k)
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
     /// Runs the exact layers `0..check` over all rows and the check layer's q/k/v, then
-    /// selects rows `I`. `cached` is read only for CacheBlend's deviation (V at the check
-    /// layer); methods with check layer 0 select statically and read nothing.
+    /// selects rows `I` with the method's [`crate::Selector`]. `cached` is read only when
+    /// the selector scores with the cached V of the check layer; methods that select from
+    /// the prompt alone (check layer 0) read nothing and run every layer selectively.
     pub fn run_check(&mut self, model: &Model, cached: &dyn CachedLayers) -> Result<()> {
         let t0 = Instant::now();
         let c = self.check_layer;
-        if c == 0 || !matches!(self.params.method, Method::A3 | Method::CacheBlend) {
-            // Reuse / EPIC (or any method forced to layer 0): rows known up front; layers
-            // 0.. are all selective.
-            let sel = if matches!(self.params.method, Method::A3 | Method::CacheBlend) {
-                return Err(FusionError::InvalidParameter(format!(
-                    "{} needs a check layer >= 1",
-                    self.params.method.as_str()
-                )));
-            } else {
-                self.static_selection()
-            };
+        let selector = self.params.method.selector();
+        if !selector.scores_at_check_layer() {
+            let k = budget_k(self.params.budget, &self.prompt);
+            let sel = selector.select_static(&self.prompt, &self.params, k);
             self.set_rows(&sel);
             let ids: Vec<u32> = self
                 .rows
@@ -244,6 +223,12 @@ impl FusionRun {
             self.hidden = Some(model.embed(&ids)?);
             self.report.check_secs = t0.elapsed().as_secs_f64();
             return Ok(());
+        }
+        if c == 0 {
+            return Err(FusionError::InvalidParameter(format!(
+                "{} needs a check layer >= 1",
+                self.params.method
+            )));
         }
         let pos = self.positions.clone();
         let mut h = model.embed(&self.prompt.ids)?;
@@ -267,36 +252,32 @@ impl FusionRun {
         let q_question = model
             .rope()
             .apply(&q_rows_all.narrow(1, qr[0] as usize, qr.len())?, &qr)?;
-        let scores = match self.params.method {
-            Method::A3 => {
-                let a3 = a3_scores(
-                    &q_question,
-                    &k,
-                    self.prompt.prefix_len(),
-                    self.params.pooling_width,
-                )?;
-                match self.params.hybrid_weight {
-                    Some(w) if n_doc > 0 => {
-                        let (_, v_cached) = cached.layer(c)?;
-                        let dev = v_deviation(&qkv.v, &v_cached, &self.prompt)?;
-                        let (a, b) = (normalise(&a3), normalise(&dev));
-                        a.iter()
-                            .zip(&b)
-                            .map(|(x, y)| w * x + (1.0 - w) * y)
-                            .collect()
-                    }
-                    _ => a3,
-                }
-            }
-            _ => {
-                if n_doc > 0 {
-                    let (_, v_cached) = cached.layer(c)?;
-                    v_deviation(&qkv.v, &v_cached, &self.prompt)?
-                } else {
-                    Vec::new()
-                }
-            }
+        let v_cached = if n_doc > 0 && selector.needs_cached_v(&self.params) {
+            Some(cached.layer(c)?.1)
+        } else {
+            None
         };
+        let scores = if self.fixed_selection.is_some() {
+            Vec::new()
+        } else {
+            selector.scores(
+                &ScoreInput {
+                    prompt: &self.prompt,
+                    q_question: &q_question,
+                    k_fresh: &k,
+                    v_fresh: &qkv.v,
+                    v_cached: v_cached.as_ref(),
+                },
+                &self.params,
+            )?
+        };
+        if self.fixed_selection.is_none() && scores.len() != n_doc {
+            return Err(FusionError::InvalidParameter(format!(
+                "{} scored {} rows of {n_doc} document rows",
+                self.params.method,
+                scores.len()
+            )));
+        }
         let sinks = chunk_starts(&self.prompt, self.params.sink_tokens);
         let sel = match self.fixed_selection.take() {
             Some(mut rows) => {
@@ -497,7 +478,7 @@ pub fn fused_prefill(
     params: &FusionParams,
     with_selection: bool,
 ) -> Result<FusedPrefill> {
-    if params.method == Method::Full {
+    if params.method.selector().is_full_prefill() {
         params.validate(model.num_layers())?;
         return full_prefill(model, prompt, params);
     }

@@ -1,72 +1,13 @@
-//! Which rows to recompute: the methods' parameters, the budget `k`, and the selections
-//! of the baselines (CacheBlend's V deviation, EPIC's chunk starts) and of the
-//! composable options (attention-sink tokens, the A^3/CacheBlend hybrid score).
-//! A^3's own score lives in [`crate::a3`].
+//! The fusion parameters of a request — parsed and validated here for every front end (HTTP
+//! `fusion` objects, CLI method specs, the configuration) — the budget `k`, and the row
+//! picking shared by the selection methods (top-k, chunk starts, attention-sink tokens).
+//! The methods themselves are in [`crate::select`].
 
 use serde::{Deserialize, Serialize};
 
 use crate::prompt::RagPrompt;
+pub use crate::select::Method;
 use crate::{FusionError, Result};
-
-/// Fusion methods (DESIGN.md §1.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Full prefill, no cache.
-    Full,
-    /// Reuse every cached row; recompute the question only.
-    Reuse,
-    /// CacheBlend: top-k by V deviation at the check layer.
-    CacheBlend,
-    /// EPIC: first `m` tokens of every chunk.
-    Epic,
-    /// A^3: top-k by question attention at the check layer.
-    A3,
-}
-
-impl Method {
-    /// All methods, `full` first.
-    pub const ALL: [Method; 5] = [
-        Method::Full,
-        Method::Reuse,
-        Method::CacheBlend,
-        Method::Epic,
-        Method::A3,
-    ];
-
-    /// Stable name (`full`, `reuse`, `cacheblend`, `epic`, `a3`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Method::Full => "full",
-            Method::Reuse => "reuse",
-            Method::CacheBlend => "cacheblend",
-            Method::Epic => "epic",
-            Method::A3 => "a3",
-        }
-    }
-
-    /// The check layer of DESIGN.md §1.3 (rows are chosen after it).
-    pub fn default_check_layer(&self) -> usize {
-        match self {
-            Method::CacheBlend | Method::A3 => 1,
-            _ => 0,
-        }
-    }
-}
-
-impl std::str::FromStr for Method {
-    type Err = FusionError;
-    fn from_str(s: &str) -> Result<Self> {
-        Method::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| {
-                FusionError::InvalidParameter(format!(
-                    "unknown fusion method {s:?} (full, reuse, cacheblend, epic, a3)"
-                ))
-            })
-    }
-}
 
 /// How many document rows to recompute.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -78,7 +19,7 @@ pub enum Budget {
     Tokens(usize),
 }
 
-/// Eviction applied after the fused prefill (DESIGN.md §1.4).
+/// Eviction applied after the fused prefill (docs/design.md §2.7).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Eviction {
@@ -172,6 +113,192 @@ impl FusionParams {
         self.check_layer
             .unwrap_or_else(|| self.method.default_check_layer())
     }
+
+    /// These parameters with `method`: naming another method starts from that method's
+    /// defaults, keeping the budget and the eviction.
+    pub fn with_method(&self, method: Method) -> Self {
+        if method == self.method {
+            return self.clone();
+        }
+        Self {
+            budget: self.budget,
+            eviction: self.eviction,
+            ..Self::method(method)
+        }
+    }
+
+    /// Applies a request's fusion settings on top of these defaults: the method first (see
+    /// [`FusionParams::with_method`]), then each named option with its range checked. This
+    /// is the one parser behind HTTP's `fusion` object and the CLI's method specs.
+    ///
+    /// # Errors
+    /// [`FusionError::InvalidOption`] naming the option: out of range, not a whole number
+    /// where one is needed, not applicable to the method, or a ratio and a token budget both.
+    pub fn apply(&self, method: Option<Method>, options: &[(FusionOption, f64)]) -> Result<Self> {
+        let mut p = match method {
+            Some(m) => self.with_method(m),
+            None => self.clone(),
+        };
+        let has = |o: FusionOption| options.iter().any(|(x, _)| *x == o);
+        if has(FusionOption::RecomputeRatio) && has(FusionOption::RecomputeTokens) {
+            return Err(FusionError::InvalidOption {
+                option: FusionOption::RecomputeTokens.name(),
+                message: "give recompute_ratio or recompute_tokens, not both".into(),
+            });
+        }
+        for &(opt, value) in options {
+            p.set_option(opt, value)?;
+        }
+        Ok(p)
+    }
+
+    /// Sets one option, checking its range (numbers come from JSON or the command line).
+    fn set_option(&mut self, opt: FusionOption, value: f64) -> Result<()> {
+        let name = opt.name();
+        let bad = |message: String| {
+            Err(FusionError::InvalidOption {
+                option: name,
+                message,
+            })
+        };
+        let whole = |lo: f64, hi: f64| -> Result<usize> {
+            if value.fract() != 0.0 || !(lo..=hi).contains(&value) {
+                return Err(FusionError::InvalidOption {
+                    option: name,
+                    message: format!("{name} {value} must be a whole number in [{lo}, {hi}]"),
+                });
+            }
+            Ok(value as usize)
+        };
+        match opt {
+            FusionOption::RecomputeRatio => {
+                if !(0.0..=1.0).contains(&value) {
+                    return bad(format!("{name} {value} must be in [0, 1]"));
+                }
+                self.budget = Budget::Ratio(value);
+            }
+            FusionOption::RecomputeTokens => {
+                self.budget = Budget::Tokens(whole(0.0, MAX_TOKEN_OPTION)?);
+            }
+            FusionOption::SinkTokens => self.sink_tokens = whole(0.0, MAX_SINK_TOKENS)?,
+            FusionOption::EpicTokens => {
+                if self.method != Method::Epic {
+                    return bad(format!("{name} applies to epic only, not {}", self.method));
+                }
+                self.epic_tokens = whole(0.0, MAX_SINK_TOKENS)?;
+            }
+            FusionOption::HybridWeight => {
+                if self.method != Method::A3 {
+                    return bad(format!("{name} applies to a3 only, not {}", self.method));
+                }
+                if !(0.0..=1.0).contains(&value) {
+                    return bad(format!("{name} {value} must be in [0, 1]"));
+                }
+                self.hybrid_weight = Some(value as f32);
+            }
+            FusionOption::PoolingWidth => {
+                if self.method != Method::A3 {
+                    return bad(format!("{name} applies to a3 only, not {}", self.method));
+                }
+                self.pooling_width = whole(1.0, MAX_POOLING_WIDTH)?;
+            }
+            FusionOption::CheckLayer => {
+                if !self.method.selector().scores_at_check_layer() {
+                    return bad(format!(
+                        "{name} applies to methods that score rows, not {}",
+                        self.method
+                    ));
+                }
+                // Checked against the model's layer count by `validate`.
+                self.check_layer = Some(whole(1.0, MAX_TOKEN_OPTION)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Upper bound of whole-number options without a tighter one (a budget beyond the prompt is
+/// clamped to its document rows, so any `i64` a JSON client sends is accepted).
+const MAX_TOKEN_OPTION: f64 = i64::MAX as f64;
+/// Upper bound of per-chunk token counts (sink tokens, EPIC's `m`).
+const MAX_SINK_TOKENS: f64 = 65_536.0;
+/// Upper bound of the A^3 moving-average width.
+const MAX_POOLING_WIDTH: f64 = 1024.0;
+
+/// A fusion option that front ends set by name: HTTP's `fusion.<name>`, the configuration's
+/// `engine.default_fusion`, and the CLI's method specs (`name:key=value`, where the short
+/// names are accepted too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FusionOption {
+    /// Share of the prompt to recompute, `[0, 1]`.
+    RecomputeRatio,
+    /// A token budget instead of the ratio.
+    RecomputeTokens,
+    /// The first `m` tokens of every chunk join the selection, out of the same budget.
+    SinkTokens,
+    /// `a3` only: weight of A^3 in the A^3/CacheBlend hybrid score.
+    HybridWeight,
+    /// `epic` only: tokens recomputed at the start of every chunk.
+    EpicTokens,
+    /// `a3` only: width of the moving average over the scores.
+    PoolingWidth,
+    /// Layers before it are exact; rows are chosen at it (scoring methods).
+    CheckLayer,
+}
+
+impl FusionOption {
+    /// Every option.
+    pub const ALL: [FusionOption; 7] = [
+        FusionOption::RecomputeRatio,
+        FusionOption::RecomputeTokens,
+        FusionOption::SinkTokens,
+        FusionOption::HybridWeight,
+        FusionOption::EpicTokens,
+        FusionOption::PoolingWidth,
+        FusionOption::CheckLayer,
+    ];
+
+    /// Its name in HTTP and the configuration.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FusionOption::RecomputeRatio => "recompute_ratio",
+            FusionOption::RecomputeTokens => "recompute_tokens",
+            FusionOption::SinkTokens => "sink_tokens",
+            FusionOption::HybridWeight => "hybrid_weight",
+            FusionOption::EpicTokens => "epic_tokens",
+            FusionOption::PoolingWidth => "pooling_width",
+            FusionOption::CheckLayer => "check_layer",
+        }
+    }
+
+    /// Its short name in CLI method specs.
+    pub fn short_name(&self) -> &'static str {
+        match self {
+            FusionOption::RecomputeRatio => "r",
+            FusionOption::RecomputeTokens => "tokens",
+            FusionOption::SinkTokens => "sink",
+            FusionOption::HybridWeight => "hybrid",
+            FusionOption::EpicTokens => "m",
+            FusionOption::PoolingWidth => "pool",
+            FusionOption::CheckLayer => "check",
+        }
+    }
+
+    /// The option called `name` (full or short).
+    ///
+    /// # Errors
+    /// [`FusionError::InvalidParameter`] listing the options when none is called `name`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.name() == name || o.short_name() == name)
+            .ok_or_else(|| {
+                FusionError::InvalidParameter(format!(
+                    "unknown fusion option {name:?} (allowed: method, {})",
+                    Self::ALL.map(|o| o.name()).join(", ")
+                ))
+            })
+    }
 }
 
 /// The number of document rows to recompute for `prompt` under `budget`.
@@ -206,23 +333,6 @@ pub fn chunk_starts(prompt: &RagPrompt, m: usize) -> Vec<usize> {
         .chunks()
         .flat_map(|s| (s.start - p)..(s.start - p + m.min(s.len)))
         .collect()
-}
-
-/// CacheBlend's deviation `Σ (V_fresh − V_cached)²` over heads and dims, per document row.
-/// `v_fresh`, `v_cached`: `[H_kv, T, d]`.
-pub fn v_deviation(
-    v_fresh: &a3kv_model::Tensor,
-    v_cached: &a3kv_model::Tensor,
-    prompt: &RagPrompt,
-) -> Result<Vec<f32>> {
-    let r = prompt.doc_range();
-    let diff = (v_fresh.narrow(1, r.start, r.len())? - v_cached.narrow(1, r.start, r.len())?)?;
-    Ok(diff
-        .sqr()?
-        .sum(2)?
-        .sum(0)?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1()?)
 }
 
 /// Scales a non-negative score vector to sum 1 (all zeros stay zeros).
@@ -283,6 +393,45 @@ mod tests {
     fn chunk_starts_are_first_m_of_each_chunk() {
         let pr = prompt(2, &[3, 1, 5], 1);
         assert_eq!(chunk_starts(&pr, 2), vec![0, 1, 3, 4, 5]);
+    }
+
+    #[test]
+    fn options_are_parsed_once_for_every_front_end() {
+        use FusionOption as O;
+        let base = FusionParams {
+            hybrid_weight: Some(0.5),
+            ..Default::default()
+        };
+        // Another method starts from its own defaults, keeping the budget.
+        let cb = base.apply(Some(Method::CacheBlend), &[]).unwrap();
+        assert_eq!((cb.method, cb.hybrid_weight), (Method::CacheBlend, None));
+        assert_eq!(cb.budget, base.budget);
+        // The same method keeps everything.
+        assert_eq!(base.apply(Some(Method::A3), &[]).unwrap(), base);
+        let p = base
+            .apply(None, &[(O::RecomputeTokens, 64.0), (O::SinkTokens, 1.0)])
+            .unwrap();
+        assert_eq!((p.budget, p.sink_tokens), (Budget::Tokens(64), 1));
+        let err = |m: Option<Method>, o: &[(FusionOption, f64)]| match base.apply(m, o).unwrap_err()
+        {
+            FusionError::InvalidOption { option, message } => format!("{option}: {message}"),
+            e => panic!("{e}"),
+        };
+        assert!(err(None, &[(O::RecomputeRatio, 1.5)]).starts_with("recompute_ratio"));
+        assert!(
+            err(None, &[(O::RecomputeRatio, 0.1), (O::RecomputeTokens, 5.0)]).contains("not both")
+        );
+        assert!(err(None, &[(O::SinkTokens, 1.5)]).contains("whole number"));
+        assert!(err(None, &[(O::RecomputeTokens, -1.0)]).starts_with("recompute_tokens"));
+        assert!(err(Some(Method::Epic), &[(O::HybridWeight, 0.5)]).contains("a3 only"));
+        assert!(err(None, &[(O::EpicTokens, 4.0)]).contains("epic only"));
+        assert!(err(Some(Method::Reuse), &[(O::CheckLayer, 2.0)]).starts_with("check_layer"));
+        assert!(err(None, &[(O::RecomputeRatio, f64::NAN)]).starts_with("recompute_ratio"));
+        for o in FusionOption::ALL {
+            assert_eq!(FusionOption::from_name(o.name()).unwrap(), o);
+            assert_eq!(FusionOption::from_name(o.short_name()).unwrap(), o);
+        }
+        assert!(FusionOption::from_name("bogus").is_err());
     }
 
     #[test]

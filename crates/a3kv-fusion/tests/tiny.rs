@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use a3kv_fusion::a3::a3_scores;
-use a3kv_fusion::selection::{select_with_sinks, v_deviation};
+use a3kv_fusion::select::v_deviation;
+use a3kv_fusion::selection::select_with_sinks;
 use a3kv_fusion::*;
 use a3kv_model::testing::tiny_model;
 use a3kv_model::{Family, Model, Tensor};

@@ -94,6 +94,10 @@ pub struct LoadgenArgs {
     /// Fusion method sent as `fusion.method` (e.g. full, a3, cacheblend).
     #[arg(long)]
     pub fusion_method: Option<String>,
+    /// Mix fusion methods within one run: request i sends the (i mod N)-th of these as
+    /// `fusion.method` (e.g. a3,cacheblend,full).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub method_mix: Vec<String>,
     /// Recompute ratio sent as `fusion.recompute_ratio` (0..=1).
     #[arg(long)]
     pub recompute_ratio: Option<f64>,
@@ -108,6 +112,14 @@ pub struct LoadgenArgs {
     /// Per-request timeout (connect + whole stream), seconds.
     #[arg(long, default_value_t = 60.0)]
     pub request_timeout_secs: f64,
+    /// Share of requests the client abandons on purpose (0..=1), chosen by the seed: half
+    /// right after their first token, half after a random delay below
+    /// --cancel-max-delay-secs. Counted as `cancelled`, not as failures.
+    #[arg(long, default_value_t = 0.0)]
+    pub cancel_fraction: f64,
+    /// Longest delay of the time-based cancellations, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub cancel_max_delay_secs: f64,
     /// After sending stops, wait at most this long for in-flight requests, seconds.
     #[arg(long, default_value_t = 30.0)]
     pub drain_secs: f64,

@@ -1,12 +1,15 @@
 //! `LoadClient`: sends one streamed chat completion and measures it (TTFT at the first
 //! non-empty content delta, inter-token gaps, E2E at `data: [DONE]`, usage), classifying
-//! failures into [`RequestErrorKind`]. Never panics on what the server sends.
+//! failures into [`RequestErrorKind`]. Never panics on what the server sends. Requests the
+//! [`CancelPlan`] picks are abandoned mid-flight (the connection is dropped) and recorded as
+//! `cancelled`.
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::cancel::{CancelAt, CancelPlan};
 use crate::record::{FusionUsage, RequestErrorKind, RequestRecord};
 use crate::sse::{parse_chunk, SseParser};
 use crate::workload::{RequestSpec, Workload};
@@ -35,6 +38,11 @@ pub struct ClientConfig {
     pub recompute_ratio: Option<f64>,
     /// Send `"ignore_eos": true` (vLLM-style) so outputs run to `max_tokens`.
     pub ignore_eos: bool,
+    /// When not empty, request `i` sends `method_mix[i % len]` as `fusion.method` instead of
+    /// `fusion_method`.
+    pub method_mix: Vec<String>,
+    /// Which requests the client abandons on purpose.
+    pub cancel: CancelPlan,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -66,7 +74,7 @@ struct Fusion<'a> {
     recompute_ratio: Option<f64>,
 }
 
-/// The JSON body of `POST /v1/chat/completions` (DESIGN.md §3).
+/// The JSON body of `POST /v1/chat/completions` (docs/design.md §6.2).
 #[derive(Serialize)]
 pub struct ChatRequest<'a> {
     model: &'a str,
@@ -102,11 +110,14 @@ impl ClientConfig {
                     text: &d.text,
                 })
                 .collect();
-            let fusion = (self.fusion_method.is_some() || self.recompute_ratio.is_some())
-                .then_some(Fusion {
-                    method: self.fusion_method.as_deref(),
-                    recompute_ratio: self.recompute_ratio,
-                });
+            let method = match self.method_mix.len() {
+                0 => self.fusion_method.as_deref(),
+                n => Some(self.method_mix[spec.index % n].as_str()),
+            };
+            let fusion = (method.is_some() || self.recompute_ratio.is_some()).then_some(Fusion {
+                method,
+                recompute_ratio: self.recompute_ratio,
+            });
             (spec.question.clone(), Some(refs), fusion)
         };
         ChatRequest {
@@ -182,10 +193,24 @@ impl LoadClient {
         sent_at_secs: f64,
     ) -> RequestRecord {
         let body = self.cfg.body(workload, spec);
+        let cancel = self.cfg.cancel.for_request(spec.index);
         let start = Instant::now();
         let mut p = Progress::default();
-        let outcome =
-            tokio::time::timeout(self.cfg.request_timeout, self.exchange(&body, &mut p)).await;
+        let cut_at_first_token = cancel == Some(CancelAt::FirstToken);
+        let run = tokio::time::timeout(
+            self.cfg.request_timeout,
+            self.exchange(&body, &mut p, cut_at_first_token),
+        );
+        let outcome = match cancel {
+            // Dropping the exchange drops the connection: the server sees the client leave.
+            Some(CancelAt::AfterSecs(secs)) => tokio::select! {
+                r = run => r,
+                _ = tokio::time::sleep(Duration::from_secs_f64(secs)) => {
+                    Ok(Err(RequestErrorKind::Cancelled))
+                }
+            },
+            _ => run.await,
+        };
         let error = match outcome {
             Err(_) => Some(RequestErrorKind::Timeout),
             Ok(Err(kind)) => Some(kind),
@@ -212,10 +237,13 @@ impl LoadClient {
         }
     }
 
+    /// One request/response; with `cut_at_first_token`, returns `Cancelled` (dropping the
+    /// stream) as soon as a content token arrives before `[DONE]`.
     async fn exchange(
         &self,
         body: &ChatRequest<'_>,
         p: &mut Progress,
+        cut_at_first_token: bool,
     ) -> Result<(), RequestErrorKind> {
         let resp = self
             .http
@@ -251,6 +279,9 @@ impl LoadClient {
                 })
                 .await;
                 return Ok(());
+            }
+            if cut_at_first_token && p.first_token.is_some() {
+                return Err(RequestErrorKind::Cancelled);
             }
         }
         if consume(parser.finish(), p)? {
@@ -315,6 +346,7 @@ mod tests {
     use crate::corpus::Corpus;
     use crate::dist::LengthDist;
     use crate::workload::{corpus_rng, WorkloadSpec};
+    use serde_json::Value;
 
     fn cfg(inline: bool) -> ClientConfig {
         ClientConfig {
@@ -325,6 +357,8 @@ mod tests {
             fusion_method: Some("a3".into()),
             recompute_ratio: Some(0.15),
             ignore_eos: false,
+            method_mix: vec![],
+            cancel: CancelPlan::none(),
         }
     }
 
@@ -359,6 +393,22 @@ mod tests {
         assert_eq!(v["fusion"]["method"], "a3");
         assert_eq!(v["fusion"]["recompute_ratio"], 0.15);
         assert!(v.get("ignore_eos").is_none());
+    }
+
+    #[test]
+    fn method_mix_cycles_by_request_index() {
+        let w = workload();
+        let mut c = cfg(false);
+        c.method_mix = vec!["a3".into(), "cacheblend".into(), "full".into()];
+        let methods: Vec<Value> = (0..6)
+            .map(|i| {
+                serde_json::to_value(c.body(&w, &w.request(i))).unwrap()["fusion"]["method"].clone()
+            })
+            .collect();
+        assert_eq!(
+            methods,
+            ["a3", "cacheblend", "full", "a3", "cacheblend", "full"].map(Value::from)
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::args::{ArrivalKind, LoadgenArgs};
 use crate::arrival::ArrivalProcess;
+use crate::cancel::CancelPlan;
 use crate::client::ClientConfig;
 use crate::runner::RunPlan;
 use crate::stats::Slo;
@@ -102,6 +103,16 @@ impl ValidConfig {
                 return invalid(format!("--recompute-ratio must be in 0..=1, got {r}"));
             }
         }
+        if !(0.0..=1.0).contains(&args.cancel_fraction) {
+            return invalid(format!(
+                "--cancel-fraction must be in 0..=1, got {}",
+                args.cancel_fraction
+            ));
+        }
+        if !(args.cancel_max_delay_secs.is_finite() && args.cancel_max_delay_secs >= 0.0) {
+            return invalid("--cancel-max-delay-secs must be a finite number >= 0");
+        }
+        let method_mix = method_mix(args)?;
         if !(args.slo_attainment > 0.0 && args.slo_attainment <= 1.0) {
             return invalid("--slo-attainment must be in (0, 1]");
         }
@@ -148,6 +159,12 @@ impl ValidConfig {
                 fusion_method: args.fusion_method.clone(),
                 recompute_ratio: args.recompute_ratio,
                 ignore_eos: args.ignore_eos,
+                method_mix,
+                cancel: CancelPlan {
+                    fraction: args.cancel_fraction,
+                    max_delay_secs: args.cancel_max_delay_secs,
+                    seed: args.seed,
+                },
             },
             workload: WorkloadSpec {
                 num_docs: args.num_docs,
@@ -176,6 +193,27 @@ impl ValidConfig {
             detailed: args.detailed,
         })
     }
+}
+
+/// `--method-mix`: trimmed names; it replaces `--fusion-method` and `--compare`.
+fn method_mix(args: &LoadgenArgs) -> Result<Vec<String>, LoadgenError> {
+    let mix: Vec<String> = args
+        .method_mix
+        .iter()
+        .map(|m| m.trim().to_string())
+        .collect();
+    if mix.is_empty() {
+        return Ok(mix);
+    }
+    if mix.iter().any(String::is_empty) {
+        return invalid("--method-mix has an empty method name");
+    }
+    if args.fusion_method.is_some() || !args.compare.is_empty() || args.inline_documents {
+        return invalid(
+            "--method-mix conflicts with --fusion-method, --compare and --inline-documents",
+        );
+    }
+    Ok(mix)
 }
 
 fn mode(args: &LoadgenArgs, arrival: &ArrivalProcess, slo: &Slo) -> Result<Mode, LoadgenError> {
@@ -274,6 +312,29 @@ mod tests {
     }
 
     #[test]
+    fn cancel_and_method_mix() {
+        let c = parse(&[
+            "--cancel-fraction",
+            "0.25",
+            "--method-mix",
+            "a3, cacheblend,full",
+            "--seed",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.client.method_mix, vec!["a3", "cacheblend", "full"]);
+        assert_eq!(
+            c.client.cancel,
+            CancelPlan {
+                fraction: 0.25,
+                max_delay_secs: 2.0,
+                seed: 3
+            }
+        );
+        assert_eq!(parse(&[]).unwrap().client.cancel.fraction, 0.0);
+    }
+
+    #[test]
     fn rejects_contradictions() {
         for bad in [
             &["--sweep-rate", "1,2"][..],
@@ -293,6 +354,11 @@ mod tests {
             &["--request-timeout-secs", "0"],
             &["--rate", "0"],
             &["--arrival", "closed", "--concurrency", "0"],
+            &["--cancel-fraction", "1.5"],
+            &["--cancel-fraction", "0.2", "--cancel-max-delay-secs", "NaN"],
+            &["--method-mix", "a3,full", "--fusion-method", "a3"],
+            &["--method-mix", "a3,full", "--compare", "a3,full"],
+            &["--method-mix", "a3,,full"],
         ] {
             let e = parse(bad).unwrap_err();
             assert!(matches!(e, LoadgenError::InvalidArgs(_)), "{bad:?}: {e}");

@@ -19,6 +19,7 @@
 
 pub mod args;
 pub mod arrival;
+pub mod cancel;
 pub mod client;
 pub mod compare;
 pub mod config;
@@ -41,6 +42,7 @@ use std::sync::Arc;
 
 pub use args::{ArrivalKind, LoadgenArgs};
 pub use arrival::ArrivalProcess;
+pub use cancel::{CancelAt, CancelPlan};
 pub use compare::CompareReport;
 pub use config::{Mode, ValidConfig};
 pub use dist::LengthDist;
@@ -100,7 +102,11 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
         Mode::Single => {
             let trace = Trace::generate(cfg.arrival, cfg.stop, seed)?;
             let method = cfg.client.fusion_method.clone();
-            let label = method.clone().unwrap_or_default();
+            let label = if cfg.client.method_mix.is_empty() {
+                method.clone().unwrap_or_default()
+            } else {
+                format!("mix {}", cfg.client.method_mix.join(","))
+            };
             (
                 vec![session.run_once(&trace, method, label).await?],
                 None,

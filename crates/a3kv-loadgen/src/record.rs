@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 /// response completed (before the headers or mid-stream), or the stream ended without
 /// `data: [DONE]`. `stream_error`: the server sent an `{"error": ..}` event mid-stream.
 /// `bad_response`: a non-SSE body, malformed SSE/JSON, or an unexpected status.
-/// `aborted`: still in flight at the drain deadline.
+/// `aborted`: still in flight at the drain deadline. `cancelled`: abandoned by the client on
+/// purpose (`--cancel-fraction`), counted apart from failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestErrorKind {
@@ -36,6 +37,8 @@ pub enum RequestErrorKind {
     BadResponse,
     /// Cut off by the run's drain deadline.
     Aborted,
+    /// Abandoned by the client by design (`--cancel-fraction`); not a failure.
+    Cancelled,
 }
 
 impl RequestErrorKind {
@@ -51,6 +54,7 @@ impl RequestErrorKind {
             Self::StreamError => "stream_error",
             Self::BadResponse => "bad_response",
             Self::Aborted => "aborted",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -122,6 +126,11 @@ impl RequestRecord {
     /// True when the request completed without error.
     pub fn ok(&self) -> bool {
         self.error.is_none()
+    }
+
+    /// True when the client abandoned the request on purpose.
+    pub fn cancelled(&self) -> bool {
+        self.error == Some(RequestErrorKind::Cancelled)
     }
 
     /// Time per output token after the first: `(e2e - ttft) / (output_tokens - 1)`; `None`

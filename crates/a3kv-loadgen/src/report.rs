@@ -43,6 +43,10 @@ pub struct Settings {
     pub fusion_method: Option<String>,
     /// `fusion.recompute_ratio`.
     pub recompute_ratio: Option<f64>,
+    /// `--method-mix`: methods sent in turn.
+    pub method_mix: Vec<String>,
+    /// `--cancel-fraction` and the longest delay of time-based cancellations.
+    pub cancel: crate::cancel::CancelPlan,
     /// Goodput SLO.
     pub slo: Slo,
     /// Sweep pass threshold.
@@ -67,6 +71,8 @@ impl Settings {
             inline_documents: cfg.client.inline_documents,
             fusion_method: cfg.client.fusion_method.clone(),
             recompute_ratio: cfg.client.recompute_ratio,
+            method_mix: cfg.client.method_mix.clone(),
+            cancel: cfg.client.cancel,
             slo: cfg.slo,
             slo_attainment: cfg.slo_attainment,
             mode: cfg.mode.clone(),
@@ -228,11 +234,12 @@ pub fn render_run(run: &RunReport) -> String {
     let errors: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     let _ = writeln!(
         out,
-        "requests: {} sent, {} warm-up, {} measured, {} ok, {} failed{}",
+        "requests: {} sent, {} warm-up, {} measured, {} ok, {} cancelled, {} failed{}",
         s.sent,
         s.warmup_requests,
         s.measured,
         s.succeeded,
+        s.cancelled,
         s.failed,
         if errors.is_empty() {
             String::new()

@@ -119,8 +119,11 @@ pub struct RunSummary {
     pub measured: usize,
     /// Measured requests that succeeded.
     pub succeeded: usize,
-    /// Measured requests that failed.
+    /// Measured requests that failed (cancellations by design excluded).
     pub failed: usize,
+    /// Measured requests the client abandoned on purpose (`--cancel-fraction`).
+    #[serde(default)]
+    pub cancelled: usize,
     /// Failures by kind label (`http_429`, `timeout`, ..).
     pub errors: BTreeMap<String, usize>,
     /// Measured window: from the end of warm-up to the last measured completion, seconds.
@@ -159,8 +162,9 @@ impl RunSummary {
     pub fn from_records(records: &[RequestRecord], measure_start_secs: f64, slo: &Slo) -> Self {
         let measured: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
         let ok: Vec<&RequestRecord> = measured.iter().copied().filter(|r| r.ok()).collect();
+        let cancelled = measured.iter().filter(|r| r.cancelled()).count();
         let mut errors = BTreeMap::new();
-        for r in &measured {
+        for r in measured.iter().filter(|r| !r.cancelled()) {
             if let Some(k) = r.error {
                 *errors.entry(k.as_str().to_string()).or_insert(0) += 1;
             }
@@ -180,7 +184,8 @@ impl RunSummary {
             warmup_requests: records.len() - measured.len(),
             measured: measured.len(),
             succeeded: ok.len(),
-            failed: measured.len() - ok.len(),
+            failed: measured.len() - ok.len() - cancelled,
+            cancelled,
             errors,
             window_secs,
             request_throughput: ok.len() as f64 / window_secs,
@@ -188,8 +193,9 @@ impl RunSummary {
             total_token_throughput: (output_tokens_total + prompt_tokens_total) as f64
                 / window_secs,
             goodput: slo_set.then(|| good as f64 / window_secs),
-            slo_attainment: (slo_set && !measured.is_empty())
-                .then(|| good as f64 / measured.len() as f64),
+            // Cancelled requests were never meant to finish: not counted as misses.
+            slo_attainment: (slo_set && measured.len() > cancelled)
+                .then(|| good as f64 / (measured.len() - cancelled) as f64),
             ttft_secs: Distribution::of(ok.iter().filter_map(|r| r.ttft_secs)),
             tpot_secs: Distribution::of(ok.iter().filter_map(|r| r.tpot_secs())),
             itl_secs: Distribution::of(ok.iter().flat_map(|r| r.itl_secs.iter().copied())),
@@ -291,6 +297,17 @@ mod tests {
         assert_eq!(s.ttft_secs.unwrap().count, 3);
         assert_eq!(s.output_tokens_total, 22);
         let none = RunSummary::from_records(&records, 1.0, &Slo::default());
+        assert_eq!(none.cancelled, 0);
+        // A cancellation by design is neither a success nor a failure nor an SLO miss.
+        let mut with_cancel = records.clone();
+        with_cancel.push(rec(3.5, 0.0, 0.2, 1, Some(RequestErrorKind::Cancelled)));
+        let c = RunSummary::from_records(&with_cancel, 1.0, &slo);
+        assert_eq!(
+            (c.measured, c.succeeded, c.failed, c.cancelled),
+            (6, 3, 2, 1)
+        );
+        assert_eq!(c.errors.get("cancelled"), None);
+        assert!((c.slo_attainment.unwrap() - 0.2).abs() < 1e-12);
         assert_eq!((none.goodput, none.slo_attainment), (None, None));
     }
 }

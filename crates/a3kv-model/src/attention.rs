@@ -2,11 +2,12 @@
 //!
 //! Rows need not be contiguous: fusion recomputes scattered rows against a fused cache,
 //! so the mask is `key_pos <= query_pos`, never an index triangle. Queries are processed
-//! in blocks; each block only multiplies against the key prefix it can see (keys are in
-//! position order), which halves the work of a causal prefill and bounds the score
-//! buffer. GQA is handled without repeating K/V: the `g` query heads of one KV head are
-//! stacked into one matmul. A few query rows (decode) take a kernel that walks the cache
-//! in place instead.
+//! in blocks; each block only multiplies against the key prefix its furthest row can see
+//! (keys are in position order), which halves the work of a causal prefill and bounds the
+//! score buffer. Blocks end early when their rows are spread out (fusion's scattered rows),
+//! so that few of the multiplied keys are masked. GQA is handled without repeating K/V: the
+//! `g` query heads of one KV head are stacked into one matmul. A few query rows
+//! (decode) take a kernel that walks the cache in place instead.
 
 use candle_core::{Tensor, D};
 
@@ -14,8 +15,30 @@ use crate::cpu_ops::masked_softmax;
 use crate::kernels::cpu::attention::few_rows_attention;
 use crate::{ModelError, Result};
 
-/// Query rows per block: bounds the `[H, rows, keys]` score buffer.
+/// Query rows per block at most: bounds the `[H, rows, keys]` score buffer.
 pub const ATTENTION_BLOCK_ROWS: usize = 256;
+/// A block is never cut below this many rows (smaller matmuls lose more than they save).
+const MIN_BLOCK_ROWS: usize = 32;
+/// A block multiplies each of its rows against every key its furthest row sees; it ends
+/// before a row that would make the masked products exceed this share of the visible ones.
+const MAX_MASKED_SHARE: usize = 8; // 1/8
+
+/// The next block of query rows from `start`: `(rows, keys)` — it takes rows
+/// `start..start + rows` and multiplies them against keys `0..keys`.
+fn next_block(q_pos: &[u32], k_pos: &[u32], start: usize) -> (usize, usize) {
+    let visible = |i: usize| k_pos.partition_point(|&p| p <= q_pos[i]);
+    let (mut nb, mut max_vis, mut sum_vis) = (0usize, 0usize, 0usize);
+    while start + nb < q_pos.len() && nb < ATTENTION_BLOCK_ROWS {
+        let v = visible(start + nb);
+        let (mx, sum) = (max_vis.max(v), sum_vis + v);
+        let masked = mx * (nb + 1) - sum;
+        if nb >= MIN_BLOCK_ROWS && masked * MAX_MASKED_SHARE > sum {
+            break;
+        }
+        (nb, max_vis, sum_vis) = (nb + 1, mx, sum);
+    }
+    (nb, max_vis)
+}
 
 /// Up to this many query rows (decode steps) attend through
 /// [`crate::kernels::cpu::attention::few_rows_attention`], straight over the cache.
@@ -82,11 +105,9 @@ pub fn causal_attention(
     let mut outs = Vec::with_capacity(n.div_ceil(ATTENTION_BLOCK_ROWS));
     let mut start = 0;
     while start < n {
-        let nb = ATTENTION_BLOCK_ROWS.min(n - start);
-        let pos_b = &q_pos[start..start + nb];
-        let qmax = pos_b.iter().copied().max().unwrap_or(0);
         // Keys are sorted: the block sees a prefix of them.
-        let mb = k_pos.partition_point(|&p| p <= qmax);
+        let (nb, mb) = next_block(q_pos, k_pos, start);
+        let pos_b = &q_pos[start..start + nb];
         let qb = q
             .narrow(1, start, nb)?
             .contiguous()?
@@ -180,6 +201,39 @@ mod tests {
         let b = causal_attention_reference(&q, &q_pos, &k, &v, &k_pos).unwrap();
         assert_eq!(a.dims(), &[300, h * d]);
         assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
+    }
+
+    #[test]
+    fn blocks_of_spread_rows_end_early_and_contiguous_rows_fill_up() {
+        let k_pos: Vec<u32> = (0..4096).collect();
+        // Contiguous rows late in a long prompt: full blocks.
+        let late: Vec<u32> = (2048..2048 + 600).collect();
+        assert_eq!(
+            next_block(&late, &k_pos, 0),
+            (ATTENTION_BLOCK_ROWS, 2048 + 256)
+        );
+        // Every 7th position from 0: blocks are cut so that little is masked.
+        let spread: Vec<u32> = (0..4096).step_by(7).collect();
+        let mut start = 0;
+        while start < spread.len() {
+            let (nb, mb) = next_block(&spread, &k_pos, start);
+            assert!(nb >= MIN_BLOCK_ROWS.min(spread.len() - start));
+            assert_eq!(
+                mb as u32,
+                spread[start + nb - 1] + 1,
+                "keys up to the furthest row"
+            );
+            let visible: usize = spread[start..start + nb]
+                .iter()
+                .map(|&p| p as usize + 1)
+                .sum();
+            if nb > MIN_BLOCK_ROWS {
+                assert!((mb * nb - visible) * MAX_MASKED_SHARE <= visible);
+            }
+            start += nb;
+        }
+        // The last rows of a request: never an empty block.
+        assert_eq!(next_block(&[5, 9], &k_pos, 1), (1, 10));
     }
 
     #[test]

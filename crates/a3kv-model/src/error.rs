@@ -34,6 +34,13 @@ pub enum ModelError {
     /// Tokenizer construction or encoding failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// No model was named and the default model is in none of the places searched.
+    #[error(
+        "default model {file} not found; searched: {}. {}",
+        searched.join("; "),
+        crate::locate::MISSING_MODEL_HINT
+    )]
+    DefaultModelNotFound { file: String, searched: Vec<String> },
     /// An error from the tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -52,6 +59,7 @@ impl ModelError {
             ModelError::ContextOverflow { .. } => "context_overflow",
             ModelError::BadArgument(_) => "bad_argument",
             ModelError::Tokenizer(_) => "tokenizer",
+            ModelError::DefaultModelNotFound { .. } => "default_model_not_found",
             ModelError::Candle(_) => "tensor",
         }
     }

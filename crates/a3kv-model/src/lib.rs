@@ -17,11 +17,13 @@ pub mod hf;
 pub mod kernels;
 pub mod kv;
 pub mod load;
+pub mod locate;
 pub mod model;
 pub mod quant;
 pub mod rope;
 pub mod sampling;
 pub mod testing;
+pub mod token_bytes;
 pub mod tokenizer;
 pub mod weights;
 
@@ -30,12 +32,13 @@ pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use kv::{KvCache, LayerKv};
-pub use load::{
-    default_model_path, load_model, DecodeWeights, LoadOptions, LoadedModel, MISSING_MODEL_HINT,
+pub use load::{load_model, DecodeWeights, LoadOptions, LoadedModel};
+pub use locate::{
+    default_model_path, find_default_model, SearchEnv, DEFAULT_MODEL_FILE, MISSING_MODEL_HINT,
 };
 pub use model::{Model, PrefillOutput, Qkv};
 pub use rope::Rope;
-pub use sampling::{argmax, Sampler, SamplingParams};
+pub use sampling::{argmax, log_softmax, token_logprobs, Sampler, SamplingParams, TokenLogprobs};
 pub use tokenizer::{ModelTokenizer, TextStreamer};
 pub use weights::ModelWeights;
 

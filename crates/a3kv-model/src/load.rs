@@ -172,31 +172,3 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         source: path.to_path_buf(),
     })
 }
-
-/// Where the default model lives: `$A3KV_MODEL`, else `models/SmolLM2-135M-Instruct.Q4_1.gguf`
-/// under `$A3KV_HOME` or the current directory or any of its parents.
-pub fn default_model_path() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("A3KV_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    const REL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-    if let Ok(home) = std::env::var("A3KV_HOME") {
-        let p = Path::new(&home).join(REL);
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    let mut dir = std::env::current_dir().ok();
-    while let Some(d) = dir {
-        let p = d.join(REL);
-        if p.exists() {
-            return Some(p);
-        }
-        dir = d.parent().map(Path::to_path_buf);
-    }
-    None
-}
-
-/// What to tell a user whose default model is missing.
-pub const MISSING_MODEL_HINT: &str =
-    "default model not found: run `scripts/fetch-model.sh` from the repository root (or set A3KV_MODEL=/path/to/model.gguf)";

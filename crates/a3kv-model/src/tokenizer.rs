@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use tokenizers::Tokenizer;
+use tokenizers::{DecoderWrapper, Tokenizer};
 
 use crate::chat::ChatTemplate;
 use crate::{ModelError, Result};
@@ -111,6 +111,8 @@ pub struct ModelTokenizer {
     template: ChatTemplate,
     stop_ids: Vec<u32>,
     vocab_size: usize,
+    /// The decoder is byte-level BPE: token strings spell bytes (see [`crate::token_bytes`]).
+    byte_level: bool,
 }
 
 impl std::fmt::Debug for ModelTokenizer {
@@ -126,11 +128,20 @@ impl ModelTokenizer {
     /// Wraps a tokenizer. `stop_ids` end generation.
     pub fn new(inner: Tokenizer, template: ChatTemplate, stop_ids: Vec<u32>) -> Self {
         let vocab_size = inner.get_vocab_size(true);
+        let byte_level = match inner.get_decoder() {
+            Some(DecoderWrapper::ByteLevel(_)) => true,
+            Some(DecoderWrapper::Sequence(s)) => s
+                .get_decoders()
+                .iter()
+                .any(|d| matches!(d, DecoderWrapper::ByteLevel(_))),
+            _ => false,
+        };
         Self {
             inner,
             template,
             stop_ids,
             vocab_size,
+            byte_level,
         }
     }
 
@@ -154,6 +165,21 @@ impl ModelTokenizer {
     /// The text of one token id (special tokens included), if it exists.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
+    }
+
+    /// The raw bytes one token id stands for (special tokens: their text), `None` for an id
+    /// outside the vocabulary. Byte-level vocabularies give the exact bytes, also for a token
+    /// that holds part of a multi-byte character; others give the UTF-8 of the token decoded
+    /// alone.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        if self.byte_level {
+            return self
+                .inner
+                .id_to_token(id)
+                .map(|t| crate::token_bytes::byte_level_bytes(&t));
+        }
+        self.inner.id_to_token(id)?;
+        self.inner.decode(&[id], false).ok().map(String::into_bytes)
     }
 
     /// Id of a token string.

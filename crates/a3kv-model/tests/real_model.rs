@@ -161,3 +161,25 @@ fn prefill_in_pieces_equals_one_shot_on_real_model() {
         .unwrap();
     assert!(max_abs_diff(&rot, &cached) < 1e-5);
 }
+
+#[test]
+fn token_bytes_spell_the_encoded_text() {
+    let Some(m) = load() else { return };
+    // Accents, CJK and an emoji: byte-level BPE splits some characters across tokens.
+    let text = "Café au lait, 日本語の文章 and 🦀 crabs.\n";
+    let ids = m.tokenizer.encode(text).unwrap();
+    let bytes: Vec<u8> = ids
+        .iter()
+        .flat_map(|&id| m.tokenizer.token_bytes(id).expect("id in vocabulary"))
+        .collect();
+    assert_eq!(bytes, text.as_bytes());
+    assert!(
+        ids.iter()
+            .any(|&id| std::str::from_utf8(&m.tokenizer.token_bytes(id).unwrap()).is_err()),
+        "expected a token holding part of a character"
+    );
+    // Special tokens spell their own text; ids past the vocabulary have none.
+    let end = m.tokenizer.token_to_id("<|im_end|>").expect("im_end");
+    assert_eq!(m.tokenizer.token_bytes(end).unwrap(), b"<|im_end|>");
+    assert_eq!(m.tokenizer.token_bytes(u32::MAX), None);
+}

@@ -2,13 +2,13 @@
 //! size given on the command line: `cargo run --release -p a3kv-sched --example
 //! bench_scheduler -- [requests] [docs_per_request] [concurrency,..]`.
 
-use a3kv_model::{default_model_path, load_model, LoadOptions};
+use a3kv_model::{find_default_model, load_model, LoadOptions};
 use a3kv_sched::bench::{bench_scheduler, SchedulerBenchOptions};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = default_model_path().ok_or(a3kv_model::MISSING_MODEL_HINT)?;
+    let path = find_default_model()?;
     let model = load_model(&path, &LoadOptions::default())?;
     let mut opts = SchedulerBenchOptions::default();
     if let Some(n) = args.first() {

@@ -128,6 +128,38 @@ pub struct GenerateRequest {
     /// Stop strings: generation ends (reason `stop`) once the text contains one; the text
     /// from the stop string on is not emitted.
     pub stop: Vec<String>,
+    /// Log-probabilities: `None` = none; `Some(n)` = every token event carries
+    /// [`Logprobs`] with the token's log-probability and its `n` most likely alternatives
+    /// (`n <= MAX_TOP_LOGPROBS`).
+    #[serde(default)]
+    pub logprobs: Option<usize>,
+}
+
+/// Most alternatives per token [`GenerateRequest::logprobs`] may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// One token and its log-probability under the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// Token id.
+    pub token_id: u32,
+    /// The token's text on its own (lossy UTF-8 of `bytes`; special tokens: their text).
+    pub token: String,
+    /// The raw bytes the token stands for (may be part of a multi-byte character).
+    pub bytes: Vec<u8>,
+    /// Natural-log probability of the raw model distribution, `log_softmax(logits)`
+    /// before temperature and top-p (see [`a3kv_model::TokenLogprobs`]).
+    pub logprob: f32,
+}
+
+/// The log-probabilities of one generated token (requested with
+/// [`GenerateRequest::logprobs`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Logprobs {
+    /// The generated token (always reported, in `top` or not).
+    pub chosen: TokenLogprob,
+    /// The `n` most likely tokens at this position, most likely first (ties to the lower id).
+    pub top: Vec<TokenLogprob>,
 }
 
 /// What a request's stream carries: tokens, then exactly one `Finished` or `Failed`.
@@ -141,6 +173,8 @@ pub enum EngineEvent {
         token_id: u32,
         /// Newly completed text.
         text: String,
+        /// The token's log-probabilities, when the request asked for them.
+        logprobs: Option<Logprobs>,
     },
     /// Generation ended.
     Finished {

@@ -285,6 +285,7 @@ async fn point(
         sampling: SamplingParams::default(),
         max_tokens: opts.max_tokens,
         stop: Vec::new(),
+        logprobs: None,
     };
     let t0 = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -1,14 +1,18 @@
 //! Continuous-batching decode: one step for many sequences at once
 //! ([`Model::decode_batch`]: projections, output projection, MLP and LM head as one matmul
 //! over all rows, so each weight is read once per step; attention per sequence over its own
-//! cache), and a sequence's sampling, stop-token, stop-string and length handling.
+//! cache), and a sequence's sampling, log-probabilities, stop-token, stop-string and length
+//! handling.
 //!
 //! Reference twin: [`Model::decode_step`]; the test below asserts equal logits.
 
 use a3kv_fusion::FinishReason;
-use a3kv_model::{KvCache, Model, ModelTokenizer, Sampler, SamplingParams, Tensor, TextStreamer};
+use a3kv_model::{
+    token_logprobs, KvCache, Model, ModelTokenizer, Sampler, SamplingParams, Tensor, TextStreamer,
+};
 
-use crate::EngineError;
+use crate::logprobs::logprobs_event;
+use crate::{EngineError, Logprobs};
 
 fn terr(e: candle_core::Error) -> EngineError {
     EngineError::Internal(format!("decode: {e}"))
@@ -33,8 +37,8 @@ pub fn decode_batch(
 /// What one step produced for a sequence.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepOut {
-    /// A token to emit with its (possibly empty) text.
-    Token(u32, String),
+    /// A token to emit with its (possibly empty) text and, when asked, its log-probabilities.
+    Token(u32, String, Option<Logprobs>),
     /// The sequence ended.
     Done(FinishReason),
 }
@@ -55,7 +59,9 @@ pub struct Seq {
     pub emitted: usize,
     streamer: TextStreamer,
     /// Tokens held back because their text may begin a stop string.
-    pending: Vec<(u32, String)>,
+    pending: Vec<(u32, String, Option<Logprobs>)>,
+    /// Alternatives per token when log-probabilities are wanted.
+    logprobs: Option<usize>,
     /// The token to feed at the next decode step.
     pub feed: Option<u32>,
 }
@@ -82,8 +88,16 @@ impl Seq {
             emitted: 0,
             streamer: TextStreamer::default(),
             pending: Vec::new(),
+            logprobs: None,
             feed: None,
         })
+    }
+
+    /// Reports each token's log-probability and its `top_n` most likely alternatives
+    /// (`None` = no log-probabilities, the default).
+    pub fn with_logprobs(mut self, top_n: Option<usize>) -> Self {
+        self.logprobs = top_n;
+        self
     }
 
     /// Sets the logits of the next token (after a decode step).
@@ -107,8 +121,12 @@ impl Seq {
             return Ok(out);
         }
         self.generated += 1;
+        let lp = match self.logprobs {
+            Some(n) => Some(logprobs_event(tok, &token_logprobs(&self.logits, id, n)?)),
+            None => None,
+        };
         let text = self.streamer.push(tok, id)?;
-        self.pending.push((id, text));
+        self.pending.push((id, text, lp));
         let joined: String = self.pending.iter().map(|p| p.1.as_str()).collect();
         if let Some(at) = self
             .stop
@@ -118,13 +136,17 @@ impl Seq {
         {
             // Emit the text before the stop string, nothing after it.
             let mut covered = 0usize;
-            for (id, t) in std::mem::take(&mut self.pending) {
+            for (id, t, lp) in std::mem::take(&mut self.pending) {
                 if covered >= at {
                     break;
                 }
                 let keep = (at - covered).min(t.len());
                 covered += t.len();
-                out.push(StepOut::Token(id, t.get(..keep).unwrap_or("").to_string()));
+                out.push(StepOut::Token(
+                    id,
+                    t.get(..keep).unwrap_or("").to_string(),
+                    lp,
+                ));
                 self.emitted += 1;
             }
             out.push(StepOut::Done(FinishReason::Stop));
@@ -145,13 +167,13 @@ impl Seq {
             .unwrap_or(joined.len());
         let mut covered = 0usize;
         let mut keep = Vec::new();
-        for (id, t) in std::mem::take(&mut self.pending) {
+        for (id, t, lp) in std::mem::take(&mut self.pending) {
             if covered + t.len() <= hold_from && keep.is_empty() {
                 covered += t.len();
-                out.push(StepOut::Token(id, t));
+                out.push(StepOut::Token(id, t, lp));
                 self.emitted += 1;
             } else {
-                keep.push((id, t));
+                keep.push((id, t, lp));
             }
         }
         self.pending = keep;
@@ -165,8 +187,8 @@ impl Seq {
     }
 
     fn flush(&mut self, out: &mut Vec<StepOut>) {
-        for (id, t) in std::mem::take(&mut self.pending) {
-            out.push(StepOut::Token(id, t));
+        for (id, t, lp) in std::mem::take(&mut self.pending) {
+            out.push(StepOut::Token(id, t, lp));
             self.emitted += 1;
         }
     }
@@ -175,7 +197,114 @@ impl Seq {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use a3kv_model::{testing::tiny_model, Family};
+    use a3kv_model::tokenizer::{tokenizer_from_gguf, GgufTokenizerData};
+    use a3kv_model::{testing::tiny_model, ChatTemplate, Family};
+
+    /// A byte-level tokenizer over the tiny model's 64 ids: one character per token.
+    fn tiny_tokenizer() -> ModelTokenizer {
+        let tokens: Vec<String> = ('a'..='z')
+            .chain('A'..='Z')
+            .chain('0'..='9')
+            .chain(['Ġ', '.'])
+            .map(String::from)
+            .collect();
+        let data = GgufTokenizerData {
+            model: "gpt2".into(),
+            pre: "gpt2".into(),
+            token_types: vec![1; tokens.len()],
+            tokens,
+            ..GgufTokenizerData::default()
+        };
+        let inner = tokenizer_from_gguf(&data).unwrap();
+        ModelTokenizer::new(
+            inner,
+            ChatTemplate::ChatMl {
+                default_system: None,
+            },
+            vec![],
+        )
+    }
+
+    /// Logits `[64]` that make `target` the most likely token, its neighbours next.
+    fn peaked(target: u32) -> Vec<f32> {
+        (0..64u32)
+            .map(|i| {
+                if i == target {
+                    4.0
+                } else {
+                    -0.25 * i.abs_diff(target) as f32
+                }
+            })
+            .collect()
+    }
+
+    /// Greedy decoding driven by hand-made logits that spell `spell`; every output of every
+    /// step (the cache is a real one; the logits stand in for decode steps).
+    fn run(tok: &ModelTokenizer, spell: &str, stop: &[&str], top_n: Option<usize>) -> Vec<StepOut> {
+        let model = tiny_model(Family::Qwen2, 9).unwrap();
+        let cache = model.prefill(&[1, 2, 3], 0, false).unwrap().cache;
+        let ids: Vec<u32> = tok.encode(spell).unwrap();
+        let first = Tensor::new(peaked(ids[0]), &candle_core::Device::Cpu).unwrap();
+        let stop = stop.iter().map(|s| s.to_string()).collect();
+        let sampling = SamplingParams::default();
+        let mut seq = Seq::new(cache, &first, sampling, vec![], stop, ids.len())
+            .unwrap()
+            .with_logprobs(top_n);
+        let mut outs = Vec::new();
+        for next in ids.iter().skip(1).chain([&0]) {
+            let o = seq.advance(tok).unwrap();
+            let done = o.iter().any(|x| matches!(x, StepOut::Done(_)));
+            outs.extend(o);
+            if done {
+                break;
+            }
+            seq.set_logits(peaked(*next));
+        }
+        outs
+    }
+
+    fn tokens(outs: &[StepOut]) -> Vec<(u32, String, Option<Logprobs>)> {
+        outs.iter()
+            .filter_map(|o| match o {
+                StepOut::Token(id, t, lp) => Some((*id, t.clone(), lp.clone())),
+                StepOut::Done(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_emitted_token_carries_its_logprobs_also_when_a_stop_string_cuts() {
+        let tok = tiny_tokenizer();
+        let spell = "the cat sat.";
+        let full = tokens(&run(&tok, spell, &[], Some(3)));
+        assert_eq!(full.len(), spell.len());
+        let text: String = full.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(text, spell);
+        for (id, text, lp) in &full {
+            let lp = lp.as_ref().expect("logprobs asked for");
+            assert_eq!(lp.chosen.token_id, *id);
+            assert_eq!(&lp.chosen.token, text, "one character per token");
+            assert_eq!(lp.chosen.bytes, text.as_bytes());
+            assert_eq!(lp.top.len(), 3);
+            // Greedy: the chosen token is the most likely one.
+            assert_eq!(lp.top[0].token_id, *id);
+            assert_eq!(lp.top[0].logprob, lp.chosen.logprob);
+            assert!(lp.top[1].logprob < lp.chosen.logprob);
+        }
+        assert!(tokens(&run(&tok, spell, &[], None))
+            .iter()
+            .all(|t| t.2.is_none()));
+
+        // "at" first ends in "cat": "the c" is emitted (the held-back "a" is dropped with
+        // the stop string), each token with the same log-probabilities as without it.
+        let cut = tokens(&run(&tok, spell, &["at"], Some(3)));
+        let cut_text: String = cut.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(cut_text, "the c");
+        assert_eq!(cut.len(), 5);
+        for (c, f) in cut.iter().zip(&full) {
+            assert_eq!(c.2, f.2);
+        }
+    }
 
     #[test]
     fn batched_decode_matches_decode_step() {

@@ -72,6 +72,7 @@ impl Engine {
             compute,
             counters: Arc::new(LoadCounters::default()),
             names: names.clone(),
+            corrupt_reported: Default::default(),
         });
         let (supervisor, _) =
             Actor::spawn(Some(names.supervisor()), Supervisor(shared.clone()), ())

@@ -1,7 +1,7 @@
 //! a3kv-sched: the serving engine. A pipeline of supervised ractor actors on tokio —
-//! Admission → ChunkLoader → RelevanceScorer → RecomputeBatcher → Decoder (DESIGN.md §2) —
-//! with all model math on a dedicated compute pool. [`Engine`] is the API the HTTP server
-//! and the CLI use: `submit(request)` → a stream of [`EngineEvent`]s.
+//! Admission → ChunkLoader → RelevanceScorer → RecomputeBatcher → Decoder
+//! (docs/design.md §4) — with all model math on a dedicated compute pool. [`Engine`] is the
+//! API the HTTP server and the CLI use: `submit(request)` → a stream of [`EngineEvent`]s.
 //!
 //! Layout: [`api`] (the contract types), [`engine`] (the handle), [`actors`] (one file per
 //! actor), [`steps`] and [`decode`] (the batched prefill/decode math with reference
@@ -16,6 +16,7 @@ pub mod convert;
 pub mod decode;
 pub mod engine;
 pub mod job;
+pub mod logprobs;
 pub mod metrics;
 pub mod prepare;
 pub mod request;
@@ -23,8 +24,8 @@ pub mod shared;
 pub mod steps;
 
 pub use api::{
-    ChunkInfo, DocumentRef, EngineConfig, EngineError, EngineEvent, GenerateRequest, PromptSpec,
-    Usage,
+    ChunkInfo, DocumentRef, EngineConfig, EngineError, EngineEvent, GenerateRequest, Logprobs,
+    PromptSpec, TokenLogprob, Usage, MAX_TOP_LOGPROBS,
 };
 pub use engine::Engine;
 pub use metrics::{describe_metrics, histogram_buckets};

@@ -1,4 +1,4 @@
-//! Every metric the engine records (DESIGN.md §4): names, descriptions and histogram
+//! Every metric the engine records (docs/design.md §7): names, descriptions and histogram
 //! buckets live here; the values are recorded where the work happens (queue depth by
 //! Admission, load time by ChunkLoader, TTFT when the first token is sent by the Decoder).
 //!
@@ -33,6 +33,9 @@ pub const CHUNK_LOOKUPS: &str = "a3kv:chunk_lookups_total";
 pub const CHUNK_CACHE_BYTES: &str = "a3kv:chunk_cache_bytes";
 /// `a3kv:chunk_evictions_total{tier}`.
 pub const CHUNK_EVICTIONS: &str = "a3kv:chunk_evictions_total";
+/// Counter, label `tier`: stored chunks found corrupt (bad checksum, size or header) and
+/// treated as a miss.
+pub const CHUNK_CORRUPT: &str = "a3kv:chunk_corrupt_total";
 /// `a3kv:num_requests_running`.
 pub const RUNNING: &str = "a3kv:num_requests_running";
 /// `a3kv:num_requests_waiting`.
@@ -45,7 +48,9 @@ pub const GENERATION_TOKENS: &str = "a3kv:generation_tokens_total";
 pub const REQUEST_SUCCESS: &str = "a3kv:request_success_total";
 /// `a3kv:requests_rejected_total{reason}` — refused at submit (queue full, bad input..).
 pub const REQUESTS_REJECTED: &str = "a3kv:requests_rejected_total";
-/// `a3kv:request_failure_total{err}` — failed after admission (`err` = [`crate::EngineError::kind`] or `dropped`).
+/// `a3kv:request_failure_total{err}` — failed after admission: `err` = [`crate::EngineError::kind`]
+/// for engine failures; the HTTP server adds `timeout`, `shutting_down` (cut by the drain
+/// deadline) and `client_gone` (the client disconnected).
 pub const REQUEST_FAILURE: &str = "a3kv:request_failure_total";
 /// `a3kv:recompute_batch_tokens` — selected rows per recompute batch.
 pub const BATCH_TOKENS: &str = "a3kv:recompute_batch_tokens";
@@ -56,7 +61,7 @@ pub const DECODE_BATCH: &str = "a3kv:decode_batch_size";
 /// `a3kv:actor_restarts_total{actor}` — supervised restarts after a failure.
 pub const ACTOR_RESTARTS: &str = "a3kv:actor_restarts_total";
 
-/// Latency buckets (seconds); include 2 s as DESIGN.md §4 asks.
+/// Latency buckets (seconds); include 2 s (docs/design.md §7).
 pub const LATENCY_BUCKETS_SECS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
     3.0, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
@@ -127,6 +132,10 @@ pub fn describe_metrics() {
         "Bytes held by each chunk store tier."
     );
     describe_counter!(CHUNK_EVICTIONS, "Chunks evicted from each store tier.");
+    describe_counter!(
+        CHUNK_CORRUPT,
+        "Stored chunks found corrupt (checksum, size, header) and recomputed, by tier."
+    );
     describe_gauge!(RUNNING, "Requests in prefill or decode.");
     describe_gauge!(WAITING, "Requests admitted but not yet running.");
     describe_counter!(PROMPT_TOKENS, "Prompt tokens of started requests.");
@@ -135,7 +144,7 @@ pub fn describe_metrics() {
     describe_counter!(REQUESTS_REJECTED, "Requests refused at submit, by reason.");
     describe_counter!(
         REQUEST_FAILURE,
-        "Requests failed after submit, by error kind."
+        "Requests failed after submit: engine error kind, timeout, shutting_down or client_gone."
     );
     describe_histogram!(BATCH_TOKENS, "Selected rows per recompute batch.");
     describe_histogram!(BATCH_REQUESTS, "Requests per recompute batch.");
@@ -145,8 +154,7 @@ pub fn describe_metrics() {
 
 /// The `method` label for a method name (a closed set, never free text).
 pub fn method_label(method: &str) -> &'static str {
-    a3kv_fusion::Method::ALL
-        .into_iter()
+    a3kv_fusion::Method::all()
         .find(|m| m.as_str() == method)
         .map_or("other", |m| m.as_str())
 }

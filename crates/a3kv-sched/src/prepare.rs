@@ -5,13 +5,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use a3kv_fusion::{split_ids, ChunkId, FusionParams, Method, RagPrompt};
+use a3kv_fusion::{split_ids, ChunkId, FusionParams, RagPrompt};
 use a3kv_model::{ModelTokenizer, SamplingParams, DEFAULT_RAG_INSTRUCTION};
 use a3kv_store::ChunkStore;
 
 use crate::convert::store_id;
 use crate::shared::Shared;
-use crate::{DocumentRef, EngineConfig, EngineError, GenerateRequest, PromptSpec};
+use crate::{
+    DocumentRef, EngineConfig, EngineError, GenerateRequest, PromptSpec, MAX_TOP_LOGPROBS,
+};
 
 /// Document id → its chunks' token ids (owned by Admission; snapshots go to preparation).
 pub type DocRegistry = HashMap<String, Arc<Vec<Vec<u32>>>>;
@@ -67,6 +69,8 @@ pub struct ValidRequest {
     pub max_tokens: usize,
     /// Stop strings.
     pub stop: Vec<String>,
+    /// Alternatives per token when log-probabilities are wanted (`<= MAX_TOP_LOGPROBS`).
+    pub logprobs: Option<usize>,
     /// Inline documents given an id: register them (id → chunks).
     pub new_docs: Vec<(String, Arc<Vec<Vec<u32>>>)>,
 }
@@ -84,6 +88,11 @@ pub fn precheck(cfg: &EngineConfig, req: &GenerateRequest) -> Result<(), EngineE
         .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
     if req.stop.iter().any(String::is_empty) {
         return Err(EngineError::InvalidRequest("empty stop string".into()));
+    }
+    if let Some(n) = req.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+        return Err(EngineError::InvalidRequest(format!(
+            "logprobs asks for {n} alternatives; at most {MAX_TOP_LOGPROBS}"
+        )));
     }
     match &req.prompt {
         PromptSpec::Rag {
@@ -203,7 +212,7 @@ pub fn prepare(
                     ids: ids.clone(),
                 })
                 .collect();
-            if params.method == Method::Full {
+            if params.method.selector().is_full_prefill() {
                 // Full prefill reads no cache.
                 Plan::Fused {
                     prompt,
@@ -223,19 +232,32 @@ pub fn prepare(
     if tokens == 0 {
         return Err(EngineError::InvalidRequest("the prompt is empty".into()));
     }
-    let limit = cfg.max_prompt_tokens.min(model.config().max_position - 1);
-    if tokens > limit {
-        return Err(EngineError::PromptTooLong { tokens, limit });
-    }
-    let room = model.config().max_position - tokens;
+    let room = answer_room(cfg.max_prompt_tokens, model.config().max_position, tokens)?;
     Ok(ValidRequest {
         request_id: req.request_id,
         plan,
         sampling: req.sampling,
         max_tokens: req.max_tokens.min(room),
         stop: req.stop,
+        logprobs: req.logprobs,
         new_docs,
     })
+}
+
+/// How many tokens a prompt of `tokens` rows leaves room to generate, or `PromptTooLong` with
+/// the limit that applies: `engine.max_prompt_tokens` as configured, capped by the model's
+/// context of `max_position` rows. A prompt may fill the context: the first token is sampled
+/// from the prefill's logits, and each later one needs the position of the token before it.
+pub fn answer_room(
+    max_prompt_tokens: usize,
+    max_position: usize,
+    tokens: usize,
+) -> Result<usize, EngineError> {
+    let limit = max_prompt_tokens.min(max_position);
+    if tokens > limit {
+        return Err(EngineError::PromptTooLong { tokens, limit });
+    }
+    Ok(max_position - tokens + 1)
 }
 
 /// A document's chunks: tokenised alone, split to at most `chunk_tokens`.
@@ -249,4 +271,36 @@ pub fn doc_chunks(
         return Err(EngineError::InvalidRequest("empty document".into()));
     }
     Ok(split_ids(&ids, chunk_tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_limit_is_the_configured_one_capped_by_the_context() {
+        // The configured limit is the one reported, also when it equals the context.
+        assert_eq!(answer_room(8192, 8192, 8192).ok(), Some(1));
+        assert!(matches!(
+            answer_room(8192, 8192, 8193),
+            Err(EngineError::PromptTooLong {
+                tokens: 8193,
+                limit: 8192
+            })
+        ));
+        assert!(matches!(
+            answer_room(100, 8192, 101),
+            Err(EngineError::PromptTooLong {
+                tokens: 101,
+                limit: 100
+            })
+        ));
+        // A limit above the context is capped by it.
+        assert!(matches!(
+            answer_room(1 << 20, 512, 513),
+            Err(EngineError::PromptTooLong { limit: 512, .. })
+        ));
+        // Room: n tokens need the n - 1 positions after the prompt.
+        assert_eq!(answer_room(8192, 512, 500).ok(), Some(13));
+    }
 }

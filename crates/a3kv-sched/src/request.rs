@@ -146,7 +146,8 @@ impl Default for Trace {
 
 /// The request's event stream. Dropped without [`Responder::finish`] or
 /// [`Responder::fail`] (a stage failed and lost the job), it sends
-/// `Failed(Internal("... in <stage>"))`.
+/// `Failed(Internal("... in <stage>"))` unless the receiver is already gone (a cancelled
+/// request, which its front end counts).
 #[derive(Debug)]
 pub struct Responder {
     tx: Option<mpsc::Sender<EngineEvent>>,
@@ -199,15 +200,15 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let e = if tx.is_closed() {
-                metrics::counter!(m::REQUEST_FAILURE, "err" => "dropped").increment(1);
+            if tx.is_closed() {
+                // The front end dropped the stream (client gone, timeout, drain deadline):
+                // it knows why, and counts and logs the end itself.
                 return;
-            } else {
-                EngineError::Internal(format!(
-                    "request aborted: the {} stage failed (it was restarted; retry the request)",
-                    self.stage
-                ))
-            };
+            }
+            let e = EngineError::Internal(format!(
+                "request aborted: the {} stage failed (it was restarted; retry the request)",
+                self.stage
+            ));
             metrics::counter!(m::REQUEST_FAILURE, "err" => e.kind()).increment(1);
             let _ = tx.try_send(EngineEvent::Failed(e));
         }

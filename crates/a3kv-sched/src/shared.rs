@@ -32,6 +32,9 @@ pub struct Shared {
     pub counters: Arc<LoadCounters>,
     /// Registered names of this engine's actors.
     pub names: StageNames,
+    /// Corrupt stored chunks already added to `a3kv:chunk_corrupt_total` (the store counts
+    /// them; the exporter adds the difference).
+    pub corrupt_reported: std::sync::atomic::AtomicU64,
 }
 
 /// The pipeline stages (actor kinds), also the `actor` metric label.

@@ -1,4 +1,4 @@
-//! The fused prefill of DESIGN.md §1.2 cut at the pipeline's stage boundaries, with the
+//! The fused prefill of docs/design.md §2.4 cut at the pipeline's stage boundaries, with the
 //! selective layers batched over many requests. The math is `a3kv_fusion::FusionRun`'s;
 //! this file only feeds it cached layers as they stream in and batches its layers.
 //!

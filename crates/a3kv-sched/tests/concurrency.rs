@@ -101,6 +101,7 @@ async fn chat_requests_stream_and_stop_strings_cut_the_text() {
             }],
         },
         stop,
+        logprobs: None,
         ..rag("chat", &[], "x", Method::Full, 12)
     };
     let first = collect(

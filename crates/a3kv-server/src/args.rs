@@ -25,8 +25,9 @@ pub struct ServeArgs {
     /// Compute dtype: f32, f16 or bf16 (key `model.dtype`).
     #[arg(long)]
     pub dtype: Option<String>,
-    /// Log format: text or json (key `log.format`).
-    #[arg(long, value_name = "FORMAT")]
+    /// Log format: text or json (key `log.format`); text is plain (no colours) unless
+    /// stderr is a terminal.
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
     /// Log filter, e.g. info or a3kv_server=debug,info (key `log.level`).
     #[arg(long, value_name = "FILTER")]

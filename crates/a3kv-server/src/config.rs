@@ -1,16 +1,18 @@
 //! The server configuration: one TOML document (`configs/default.toml` documents every key),
 //! with precedence CLI flags > `A3KV_*` environment > file > defaults.
 //!
-//! Layers are merged as TOML values over the serialised defaults, every key is checked
-//! against the known tree (so a typo fails naming the key), and the result is deserialised
-//! and range-checked; every error names the key and the allowed values.
+//! One schema (`config_schema`, derived from the config types) drives all three layers: every
+//! key, nested and optional ones included, can be set in the file, with `--set KEY=VALUE` and
+//! with `A3KV_<KEY>` (dots become `_`). An unknown key or `A3KV_*` variable, a value of the
+//! wrong type or out of range fails at start; every error names the key, the layer and the
+//! allowed values.
 
 use std::net::SocketAddr;
 
 use a3kv_sched::metrics as metrics_names;
 use a3kv_sched::EngineConfig;
 
-pub use crate::config_load::{env_name, load, to_toml, Source};
+pub use crate::config_load::{env_name, keys, load, to_toml, Source};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
@@ -39,8 +41,10 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
-    /// GGUF file or HF directory; empty = the default model (`A3KV_MODEL`, then
-    /// `models/SmolLM2-135M-Instruct.Q4_1.gguf` found upwards from the working directory).
+    /// GGUF file or HF directory; empty = the default model
+    /// `SmolLM2-135M-Instruct.Q4_1.gguf`, found by [`a3kv_model::find_default_model`]: the
+    /// repository's `models/` (upwards from the working directory or the binary), then
+    /// `$A3KV_HOME/models`, then the user data directory.
     pub path: String,
     /// Name served in `/v1/models` and accepted in `model`; empty = the engine's model name.
     pub name: String,

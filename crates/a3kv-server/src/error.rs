@@ -39,7 +39,7 @@ pub enum ConfigError {
         known: String,
     },
     /// A value of the wrong TOML type.
-    #[error("config key `{key}` in {source_name} must be a {expected}, found {found}")]
+    #[error("config key `{key}` in {source_name} must be {} {expected}, found {found}", article(.expected))]
     WrongType {
         /// Dotted key.
         key: String,
@@ -50,11 +50,13 @@ pub enum ConfigError {
         /// What was given.
         found: String,
     },
-    /// A value the key's type rejects (e.g. an unknown enum variant).
-    #[error("config key `{key}` is invalid: {reason}")]
+    /// A value the key's type rejects (e.g. an unknown enum variant, a negative size).
+    #[error("config key `{key}` in {source_name} is invalid: {reason}")]
     Value {
-        /// Dotted key of the table that failed.
+        /// Dotted key (of the table, when no single key is to blame).
         key: String,
+        /// Which layer gave the value.
+        source_name: String,
         /// Deserialiser message (names the field and the allowed values).
         reason: String,
     },
@@ -79,20 +81,36 @@ pub enum ServeError {
     /// The model could not be loaded.
     #[error("loading model: {0}")]
     Model(String),
-    /// The engine did not start.
+    /// The engine did not start. (The engine error is in the message, so it is not also
+    /// the error's `source`: anyhow would print it twice, again under "Caused by".)
     #[error("starting engine: {0}")]
-    Engine(#[from] EngineError),
-    /// Binding or serving failed.
-    #[error("{what}: {source}")]
+    Engine(EngineError),
+    /// Binding or serving failed (the OS error is in the message, not a `source`, as above).
+    #[error("{what}: {error}")]
     Io {
         /// What was being done.
         what: String,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The metrics recorder could not be installed.
     #[error("installing the Prometheus recorder: {0}")]
     Metrics(String),
+}
+
+impl From<EngineError> for ServeError {
+    fn from(e: EngineError) -> Self {
+        ServeError::Engine(e)
+    }
+}
+
+/// "a" or "an" before a TOML type name.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// An HTTP API error.
@@ -161,6 +179,15 @@ pub enum ApiError {
         /// Why.
         reason: &'static str,
         /// Retry-After.
+        retry_after_secs: u64,
+    },
+    /// The server is shutting down: new requests are refused while it drains, and requests
+    /// still running when `shutdown.drain_secs` passes are cut.
+    #[error("{reason}; retry after {retry_after_secs} s")]
+    ShuttingDown {
+        /// What happened to this request.
+        reason: &'static str,
+        /// Retry-After (another replica, or this one after its restart).
         retry_after_secs: u64,
     },
     /// `limits.request_timeout_secs` passed.
@@ -275,6 +302,15 @@ impl ApiError {
                 None,
                 Some(*retry_after_secs),
             ),
+            ApiError::ShuttingDown {
+                retry_after_secs, ..
+            } => (
+                S::SERVICE_UNAVAILABLE,
+                "server_unavailable",
+                "shutting_down",
+                None,
+                Some(*retry_after_secs),
+            ),
             ApiError::Timeout { .. } => {
                 (S::GATEWAY_TIMEOUT, "timeout_error", "timeout", None, None)
             }
@@ -303,6 +339,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Overloaded { .. } => "queue_full",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::ShuttingDown { .. } => "shutting_down",
             ApiError::Timeout { .. } => "timeout",
             ApiError::Internal(_) => "internal",
         }
@@ -343,7 +380,7 @@ impl From<EngineError> for ApiError {
                 param: "request".into(),
                 message: m,
             },
-            EngineError::ShuttingDown => ApiError::Unavailable {
+            EngineError::ShuttingDown => ApiError::ShuttingDown {
                 reason: "the server is shutting down",
                 retry_after_secs: 1,
             },

@@ -23,7 +23,8 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-fn rejection(rej: JsonRejection, limit: usize) -> ApiError {
+/// The [`ApiError`] of a JSON extractor rejection (413 over `limit`, else 400 `invalid_json`).
+pub(crate) fn rejection(rej: JsonRejection, limit: usize) -> ApiError {
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::BodyTooLarge { limit };
     }

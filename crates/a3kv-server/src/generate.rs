@@ -10,8 +10,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout_at;
 
 use crate::error::ApiError;
+use crate::logprobs::LogprobsOut;
 use crate::openai::ValidRequest;
 use crate::reply::ReplyMeta;
+use crate::request_end::RequestEnd;
 use crate::state::AppState;
 
 /// A request the engine accepted, with its first event.
@@ -24,14 +26,57 @@ pub struct Admitted {
     pub permit: OwnedSemaphorePermit,
     /// Whole-request deadline.
     pub deadline: tokio::time::Instant,
-    /// When the handler started.
-    pub started: Instant,
     /// Response identity.
     pub meta: ReplyMeta,
     /// Final usage chunk when streaming.
     pub include_usage: bool,
-    /// For logs.
-    pub request_id: String,
+    /// How the request ends (logged and counted once, however it ends).
+    pub end: RequestEnd,
+    /// The server's drain deadline (see [`AppState::drain_deadline`]).
+    pub drain_deadline: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Admitted {
+    /// The next engine event, or why there is none: the request's own deadline passed, the
+    /// server's drain deadline cut it, or the engine closed the stream.
+    /// An error is recorded in [`Admitted::end`].
+    pub async fn next_event(&mut self, timeout_secs: u64) -> Result<EngineEvent, ApiError> {
+        let r = next_event(
+            &mut self.rx,
+            self.deadline,
+            timeout_secs,
+            self.drain_deadline.clone(),
+        )
+        .await;
+        if let Err(e) = &r {
+            self.end.failed(e);
+        }
+        r
+    }
+}
+
+/// See [`Admitted::next_event`]; a `Failed` event becomes its error.
+async fn next_event(
+    rx: &mut Receiver<EngineEvent>,
+    deadline: tokio::time::Instant,
+    timeout_secs: u64,
+    drain_deadline: tokio::sync::watch::Receiver<bool>,
+) -> Result<EngineEvent, ApiError> {
+    tokio::select! {
+        biased;
+        r = timeout_at(deadline, rx.recv()) => match r {
+            Err(_) => Err(ApiError::Timeout { secs: timeout_secs }),
+            Ok(None) => Err(ApiError::Internal(
+                "the engine closed the request stream".into(),
+            )),
+            Ok(Some(EngineEvent::Failed(e))) => Err(e.into()),
+            Ok(Some(ev)) => Ok(ev),
+        },
+        _ = crate::state::wait_deadline(drain_deadline) => Err(ApiError::ShuttingDown {
+            reason: "the server shut down before this request finished (drain deadline passed)",
+            retry_after_secs: 1,
+        }),
+    }
 }
 
 /// Runs the edge checks, submits, and waits for the first event.
@@ -63,84 +108,62 @@ pub async fn admit(
     };
     let request_id = valid.generate.request_id.clone();
     let mut rx = state.engine.submit(valid.generate)?;
-    let first = match timeout_at(deadline, rx.recv()).await {
-        Err(_) => {
-            return Err(ApiError::Timeout {
-                secs: state.request_timeout.as_secs(),
-            })
-        }
-        Ok(None) => {
-            return Err(ApiError::Internal(
-                "the engine closed the request stream".into(),
-            ))
-        }
-        Ok(Some(EngineEvent::Failed(e))) => return Err(e.into()),
-        Ok(Some(ev)) => ev,
-    };
+    let mut end = RequestEnd::new(request_id, started);
+    let first = next_event(
+        &mut rx,
+        deadline,
+        state.request_timeout.as_secs(),
+        state.drain_deadline.clone(),
+    )
+    .await
+    .inspect_err(|e| end.failed(e))?;
     Ok(Admitted {
         rx,
         first,
         permit,
         deadline,
-        started,
         meta,
         include_usage: valid.include_usage,
-        request_id,
+        end,
+        drain_deadline: state.drain_deadline.clone(),
     })
 }
 
 /// Collects a whole generation (non-streaming).
 pub async fn collect(mut a: Admitted, timeout_secs: u64) -> Result<serde_json::Value, ApiError> {
     let mut text = String::new();
-    let mut ev = Some(a.first);
+    let mut logprobs = LogprobsOut::new(&a.meta);
+    let mut ev = Some(a.first.clone());
     loop {
         let event = match ev.take() {
             Some(e) => e,
-            None => match timeout_at(a.deadline, a.rx.recv()).await {
-                Err(_) => return Err(ApiError::Timeout { secs: timeout_secs }),
-                Ok(None) => {
-                    return Err(ApiError::Internal(
-                        "the engine closed the request stream".into(),
-                    ))
-                }
-                Ok(Some(e)) => e,
-            },
+            None => a.next_event(timeout_secs).await?,
         };
         match event {
-            EngineEvent::Token { text: t, .. } => text.push_str(&t),
-            EngineEvent::Failed(e) => return Err(e.into()),
+            EngineEvent::Token {
+                text: t,
+                logprobs: lp,
+                ..
+            } => {
+                a.end.tokens_sent += 1;
+                logprobs.push(&t, lp);
+                text.push_str(&t);
+            }
+            EngineEvent::Failed(e) => {
+                let e = ApiError::from(e);
+                a.end.failed(&e);
+                return Err(e);
+            }
             EngineEvent::Finished {
                 finish_reason,
                 usage,
             } => {
                 let usage_out = (&usage).into();
-                log_finished(&a.request_id, &finish_reason, &usage, a.started);
+                a.end.finished(&finish_reason, &usage);
                 drop(a.permit);
-                return Ok(a.meta.full(&text, &finish_reason, &usage_out));
+                let lp = logprobs.take();
+                return Ok(a.meta.full(&text, &finish_reason, &usage_out, lp));
             }
         }
     }
-}
-
-/// The one log line of a finished generation.
-pub fn log_finished(
-    request_id: &str,
-    finish_reason: &str,
-    usage: &a3kv_sched::Usage,
-    started: Instant,
-) {
-    tracing::info!(
-        request_id,
-        finish_reason,
-        prompt_tokens = usage.prompt_tokens,
-        completion_tokens = usage.completion_tokens,
-        ttft_secs = usage.ttft_secs,
-        e2e_secs = started.elapsed().as_secs_f64(),
-        method = usage
-            .fusion
-            .as_ref()
-            .map(|f| f.method.as_str())
-            .unwrap_or("none"),
-        "generation finished"
-    );
 }

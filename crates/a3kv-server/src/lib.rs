@@ -15,13 +15,18 @@ pub mod args;
 pub mod config;
 mod config_check;
 mod config_load;
+mod config_schema;
+#[cfg(test)]
+mod edge_fuzz;
 pub mod error;
 mod extract;
 mod generate;
 mod logging;
+pub mod logprobs;
 pub mod metrics;
 pub mod openai;
 pub mod reply;
+mod request_end;
 pub mod request_id;
 pub mod routes;
 pub mod server;

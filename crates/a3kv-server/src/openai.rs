@@ -3,13 +3,14 @@
 
 use std::str::FromStr;
 
-use a3kv_fusion::{Budget, FusionParams, Method};
+use a3kv_fusion::{FusionError, FusionOption, FusionParams, Method};
 use a3kv_model::{ChatMessage, SamplingParams};
-use a3kv_sched::{DocumentRef, GenerateRequest, PromptSpec};
+use a3kv_sched::{DocumentRef, GenerateRequest, PromptSpec, MAX_TOP_LOGPROBS};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::logprobs::MAX_COMPLETION_LOGPROBS;
 
 /// Per-request limits the edge checks (from the configuration).
 #[derive(Debug, Clone)]
@@ -24,6 +25,19 @@ pub struct EdgeLimits {
     pub max_documents: usize,
     /// `engine.default_fusion`: what a request's `fusion` fields start from.
     pub default_fusion: FusionParams,
+}
+
+impl EdgeLimits {
+    /// The limits a server with configuration `cfg` checks, serving `model_name`.
+    pub fn new(cfg: &crate::config::ServerConfig, model_name: String) -> Self {
+        Self {
+            model_name,
+            max_new_tokens: cfg.engine.max_new_tokens,
+            default_max_tokens: cfg.limits.default_max_tokens,
+            max_documents: cfg.engine.max_documents,
+            default_fusion: cfg.engine.default_fusion.clone(),
+        }
+    }
 }
 
 /// `stop`: one string or a list.
@@ -54,25 +68,15 @@ pub struct DocumentIn {
     pub text: Option<String>,
 }
 
-/// The `fusion` extension. Fields not given keep the server's `engine.default_fusion`;
-/// naming another `method` drops the default's A^3-only `hybrid_weight` and its check layer.
+/// The RAG `fusion` object: `"method"` (a registered selection method) and numeric options
+/// named as in [`FusionOption`] (`recompute_ratio`, `recompute_tokens`, `sink_tokens`,
+/// `hybrid_weight`, `epic_tokens`, `pooling_width`, `check_layer`). Fields not given keep
+/// `engine.default_fusion`; naming another method starts from that method's own defaults.
+/// Parsed and range-checked by the fusion crate ([`FusionParams::apply`]), like the CLI's
+/// method specs; `null` means "not given".
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FusionIn {
-    /// `a3`, `cacheblend`, `epic`, `reuse` or `full`.
-    pub method: Option<String>,
-    /// Fraction of document tokens to recompute, in [0, 1].
-    pub recompute_ratio: Option<f64>,
-    /// Document tokens to recompute, instead of a ratio.
-    pub recompute_tokens: Option<i64>,
-    /// First tokens of every chunk added to the selection, out of the same budget.
-    pub sink_tokens: Option<i64>,
-    /// A^3 only: weight of A^3's question attention against CacheBlend's V deviation, in [0, 1].
-    pub hybrid_weight: Option<f64>,
-}
-
-/// Largest `fusion.sink_tokens` accepted (a chunk is at most `engine.chunk_tokens` long).
-const MAX_SINK_TOKENS: i64 = 1 << 16;
+#[serde(transparent)]
+pub struct FusionIn(pub serde_json::Map<String, Value>);
 
 /// Fields shared by both endpoints.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +122,10 @@ pub struct MessageIn {
 pub struct ChatRequest {
     /// Conversation.
     pub messages: Vec<MessageIn>,
+    /// Return each generated token's log-probability.
+    pub logprobs: Option<bool>,
+    /// Most likely alternatives per token, `0..=20` (needs `logprobs: true`).
+    pub top_logprobs: Option<i64>,
     /// Everything else.
     #[serde(flatten)]
     pub common: CommonIn,
@@ -128,6 +136,9 @@ pub struct ChatRequest {
 pub struct CompletionRequest {
     /// A string, or a list of exactly one string.
     pub prompt: Value,
+    /// Log-probabilities of each token and of its `0..=5` most likely alternatives
+    /// (`null` = none).
+    pub logprobs: Option<i64>,
     /// Everything else.
     #[serde(flatten)]
     pub common: CommonIn,
@@ -244,75 +255,58 @@ fn documents(
 }
 
 fn fusion(f: &Option<FusionIn>, default: &FusionParams) -> Result<Option<FusionParams>, ApiError> {
-    let Some(f) = f else { return Ok(None) };
-    let mut p = default.clone();
-    if let Some(m) = &f.method {
-        let m = Method::from_str(m).map_err(|_| {
-            invalid(
-                "fusion.method",
-                format!("unknown fusion method {m:?}; allowed: a3, cacheblend, epic, reuse, full"),
-            )
-        })?;
-        if m != p.method {
-            p = FusionParams {
-                method: m,
-                budget: p.budget,
-                eviction: p.eviction,
-                ..FusionParams::method(m)
-            };
+    let Some(FusionIn(fields)) = f else {
+        return Ok(None);
+    };
+    let mut method = None;
+    let mut options = Vec::with_capacity(fields.len());
+    for (key, value) in fields {
+        let param = format!("fusion.{key}");
+        if value.is_null() {
+            continue;
         }
+        if key == "method" {
+            let name = value
+                .as_str()
+                .ok_or_else(|| invalid(&param, "method must be a string"))?;
+            let m = Method::from_str(name).map_err(|_| {
+                invalid(
+                    &param,
+                    format!(
+                        "unknown fusion method {name:?}; allowed: {}",
+                        Method::names()
+                    ),
+                )
+            })?;
+            method = Some(m);
+            continue;
+        }
+        let opt = FusionOption::ALL
+            .into_iter()
+            .find(|o| o.name() == key)
+            .ok_or_else(|| {
+                invalid(
+                    &param,
+                    format!(
+                        "unknown fusion field {key:?}; allowed: method, {}",
+                        FusionOption::ALL.map(|o| o.name()).join(", ")
+                    ),
+                )
+            })?;
+        let x = value
+            .as_f64()
+            .ok_or_else(|| invalid(&param, format!("{key} must be a number")))?;
+        options.push((opt, x));
     }
-    match (f.recompute_ratio, f.recompute_tokens) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "fusion.recompute_tokens",
-                "give recompute_ratio or recompute_tokens, not both",
-            ))
-        }
-        (Some(r), None) if !(0.0..=1.0).contains(&r) => {
-            return Err(invalid(
-                "fusion.recompute_ratio",
-                format!("recompute_ratio {r} must be in [0, 1]"),
-            ))
-        }
-        (Some(r), None) => p.budget = Budget::Ratio(r),
-        (None, Some(n)) if n < 0 => {
-            return Err(invalid(
-                "fusion.recompute_tokens",
-                format!("recompute_tokens {n} must be >= 0"),
-            ))
-        }
-        (None, Some(n)) => p.budget = Budget::Tokens(n as usize),
-        (None, None) => {}
-    }
-    if let Some(n) = f.sink_tokens {
-        if !(0..=MAX_SINK_TOKENS).contains(&n) {
-            return Err(invalid(
-                "fusion.sink_tokens",
-                format!("sink_tokens {n} must be in [0, {MAX_SINK_TOKENS}]"),
-            ));
-        }
-        p.sink_tokens = n as usize;
-    }
-    if let Some(w) = f.hybrid_weight {
-        if p.method != Method::A3 {
-            return Err(invalid(
-                "fusion.hybrid_weight",
-                format!(
-                    "hybrid_weight applies to a3 only, not {}",
-                    p.method.as_str()
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&w) {
-            return Err(invalid(
-                "fusion.hybrid_weight",
-                format!("hybrid_weight {w} must be in [0, 1]"),
-            ));
-        }
-        p.hybrid_weight = Some(w as f32);
-    }
-    Ok(Some(p))
+    default
+        .apply(method, &options)
+        .map(Some)
+        .map_err(|e| match e {
+            FusionError::InvalidOption { option, message } => {
+                invalid(&format!("fusion.{option}"), message)
+            }
+            other => invalid("fusion", other.to_string()),
+        })
 }
 
 fn common(
@@ -349,7 +343,9 @@ fn common(
         ));
     }
     let top_p = c.top_p.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
+    // Checked as the engine's f32 too: a tiny positive f64 would become 0 there and fail the
+    // request only after its prefill.
+    if !(top_p > 0.0 && top_p <= 1.0 && top_p as f32 > 0.0) {
         return Err(invalid("top_p", format!("top_p {top_p} must be in (0, 1]")));
     }
     let stop = match &c.stop {
@@ -371,12 +367,46 @@ fn common(
     Ok((sampling, max_tokens, stop))
 }
 
+/// Chat's `logprobs` and `top_logprobs` → alternatives per token (`None` = no logprobs).
+/// As OpenAI: `top_logprobs` in `0..=20`, and only with `logprobs: true`.
+fn chat_logprobs(logprobs: Option<bool>, top: Option<i64>) -> Result<Option<usize>, ApiError> {
+    let max = MAX_TOP_LOGPROBS as i64;
+    if let Some(n) = top.filter(|n| !(0..=max).contains(n)) {
+        return Err(invalid(
+            "top_logprobs",
+            format!("top_logprobs {n} must be in 0..={max}"),
+        ));
+    }
+    match (logprobs.unwrap_or(false), top) {
+        (true, n) => Ok(Some(n.unwrap_or(0) as usize)),
+        (false, Some(_)) => Err(invalid(
+            "top_logprobs",
+            "top_logprobs requires logprobs: true",
+        )),
+        (false, None) => Ok(None),
+    }
+}
+
+/// The legacy completions `logprobs` (alternatives per token, `0..=5`).
+fn completion_logprobs(logprobs: Option<i64>) -> Result<Option<usize>, ApiError> {
+    let max = MAX_COMPLETION_LOGPROBS as i64;
+    match logprobs {
+        Some(n) if !(0..=max).contains(&n) => Err(invalid(
+            "logprobs",
+            format!("logprobs {n} must be in 0..={max}"),
+        )),
+        n => Ok(n.map(|n| n as usize)),
+    }
+}
+
+/// Builds the request; `logprobs` is the validated number of alternatives per token.
 fn finish(
     c: &CommonIn,
     request_id: &str,
     prompt: PromptSpec,
     fusion: Option<FusionParams>,
     ids: Vec<String>,
+    logprobs: Option<usize>,
     lim: &EdgeLimits,
 ) -> Result<ValidRequest, ApiError> {
     let (sampling, max_tokens, stop) = common(c, lim)?;
@@ -388,6 +418,7 @@ fn finish(
             sampling,
             max_tokens,
             stop,
+            logprobs,
         },
         stream: c.stream,
         include_usage: c.stream_options.as_ref().is_some_and(|o| o.include_usage),
@@ -401,6 +432,7 @@ impl ChatRequest {
     pub fn validate(&self, request_id: &str, lim: &EdgeLimits) -> Result<ValidRequest, ApiError> {
         let msgs = messages(&self.messages)?;
         let fusion = fusion(&self.common.fusion, &lim.default_fusion)?;
+        let logprobs = chat_logprobs(self.logprobs, self.top_logprobs)?;
         let docs = self.common.documents.as_deref().unwrap_or_default();
         if docs.is_empty() {
             return finish(
@@ -409,6 +441,7 @@ impl ChatRequest {
                 PromptSpec::Chat { messages: msgs },
                 fusion,
                 vec![],
+                logprobs,
                 lim,
             );
         }
@@ -428,7 +461,7 @@ impl ChatRequest {
             documents: refs,
             question: last.content.clone(),
         };
-        finish(&self.common, request_id, prompt, fusion, ids, lim)
+        finish(&self.common, request_id, prompt, fusion, ids, logprobs, lim)
     }
 }
 
@@ -451,6 +484,7 @@ impl CompletionRequest {
             return Err(invalid("prompt", "prompt must not be empty"));
         }
         let fusion = fusion(&self.common.fusion, &lim.default_fusion)?;
+        let logprobs = completion_logprobs(self.logprobs)?;
         let docs = self.common.documents.as_deref().unwrap_or_default();
         if docs.is_empty() {
             return finish(
@@ -459,6 +493,7 @@ impl CompletionRequest {
                 PromptSpec::Text { prompt },
                 fusion,
                 vec![],
+                logprobs,
                 lim,
             );
         }
@@ -468,13 +503,14 @@ impl CompletionRequest {
             documents: refs,
             question: prompt,
         };
-        finish(&self.common, request_id, spec, fusion, ids, lim)
+        finish(&self.common, request_id, spec, fusion, ids, logprobs, lim)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use a3kv_fusion::Budget;
 
     fn lim() -> EdgeLimits {
         EdgeLimits {
@@ -561,6 +597,56 @@ mod tests {
     }
 
     #[test]
+    fn logprobs_fields() {
+        let m = serde_json::json!([{"role": "user", "content": "q"}]);
+        let lp = |extra: Value| {
+            let mut v = serde_json::json!({"messages": m});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            chat(v).map(|r| r.generate.logprobs)
+        };
+        assert_eq!(lp(serde_json::json!({})).unwrap(), None);
+        assert_eq!(lp(serde_json::json!({"logprobs": false})).unwrap(), None);
+        assert_eq!(lp(serde_json::json!({"logprobs": true})).unwrap(), Some(0));
+        assert_eq!(
+            lp(serde_json::json!({"logprobs": true, "top_logprobs": 20})).unwrap(),
+            Some(20)
+        );
+        for bad in [
+            serde_json::json!({"logprobs": true, "top_logprobs": 21}),
+            serde_json::json!({"logprobs": true, "top_logprobs": -1}),
+            serde_json::json!({"top_logprobs": 2}),
+            serde_json::json!({"logprobs": false, "top_logprobs": 0}),
+        ] {
+            match lp(bad.clone()) {
+                Err(ApiError::InvalidParam { param, .. }) => assert_eq!(param, "top_logprobs"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let completion = |v: Value| {
+            serde_json::from_value::<CompletionRequest>(v)
+                .unwrap()
+                .validate("r", &lim())
+                .map(|r| r.generate.logprobs)
+        };
+        assert_eq!(
+            completion(serde_json::json!({"prompt": "p", "logprobs": 5})).unwrap(),
+            Some(5)
+        );
+        assert_eq!(
+            completion(serde_json::json!({"prompt": "p", "logprobs": null})).unwrap(),
+            None
+        );
+        for n in [6, -1] {
+            match completion(serde_json::json!({"prompt": "p", "logprobs": n})) {
+                Err(ApiError::InvalidParam { param, .. }) => assert_eq!(param, "logprobs"),
+                other => panic!("{n}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn bad_fields_name_their_param() {
         let param = |v: Value| match chat(v) {
             Err(ApiError::InvalidParam { param, .. }) => param,
@@ -579,6 +665,11 @@ mod tests {
         assert_eq!(
             param(serde_json::json!({"messages": m, "fusion": {"method": "x"}})),
             "fusion.method"
+        );
+        // Positive as f64 but 0 as the engine's f32 (found by edge_fuzz).
+        assert_eq!(
+            param(serde_json::json!({"messages": m, "top_p": 1e-300})),
+            "top_p"
         );
         assert_eq!(
             param(serde_json::json!({"messages": m, "fusion": {"recompute_ratio": 2.0}})),

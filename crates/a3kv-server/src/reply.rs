@@ -1,5 +1,5 @@
 //! OpenAI response objects: whole completions, SSE chunks for both endpoints, and `usage`
-//! with the `fusion` extension.
+//! with the `fusion` extension. A choice's `logprobs` comes from [`crate::logprobs`].
 
 use a3kv_fusion::FusionReport;
 use a3kv_sched::Usage;
@@ -26,6 +26,8 @@ pub struct ReplyMeta {
     pub created: u64,
     /// Served model name.
     pub model: String,
+    /// The request asked for log-probabilities (choices carry a `logprobs` object).
+    pub logprobs: bool,
 }
 
 impl ReplyMeta {
@@ -40,7 +42,14 @@ impl ReplyMeta {
             id: format!("{prefix}-{request_id}"),
             created: crate::state::unix_now(),
             model: model.to_string(),
+            logprobs: false,
         }
+    }
+
+    /// Sets whether choices carry log-probabilities.
+    pub fn with_logprobs(mut self, logprobs: bool) -> Self {
+        self.logprobs = logprobs;
+        self
     }
 
     fn object(&self, chunk: bool) -> &'static str {
@@ -51,17 +60,23 @@ impl ReplyMeta {
         }
     }
 
-    /// The whole (non-streaming) response.
-    pub fn full(&self, text: &str, finish_reason: &str, usage: &UsageOut) -> Value {
+    /// The whole (non-streaming) response; `logprobs` is the choice's object or `null`.
+    pub fn full(
+        &self,
+        text: &str,
+        finish_reason: &str,
+        usage: &UsageOut,
+        logprobs: Value,
+    ) -> Value {
         let choice = match self.endpoint {
             Endpoint::Chat => json!({
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": finish_reason,
-                "logprobs": null,
+                "logprobs": logprobs,
             }),
             Endpoint::Completion => json!({
-                "index": 0, "text": text, "finish_reason": finish_reason, "logprobs": null,
+                "index": 0, "text": text, "finish_reason": finish_reason, "logprobs": logprobs,
             }),
         };
         json!({
@@ -71,8 +86,14 @@ impl ReplyMeta {
     }
 
     /// One streamed piece of text; `first` adds the assistant role (chat);
-    /// `finish_reason` closes the choice.
-    pub fn chunk(&self, text: &str, first: bool, finish_reason: Option<&str>) -> Value {
+    /// `finish_reason` closes the choice; `logprobs` is the piece's tokens' object or `null`.
+    pub fn chunk(
+        &self,
+        text: &str,
+        first: bool,
+        finish_reason: Option<&str>,
+        logprobs: Value,
+    ) -> Value {
         let choice = match self.endpoint {
             Endpoint::Chat => {
                 let delta = match (first, finish_reason) {
@@ -80,10 +101,10 @@ impl ReplyMeta {
                     (false, Some(_)) if text.is_empty() => json!({}),
                     _ => json!({"content": text}),
                 };
-                json!({"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": null})
+                json!({"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs})
             }
             Endpoint::Completion => json!({
-                "index": 0, "text": text, "finish_reason": finish_reason, "logprobs": null,
+                "index": 0, "text": text, "finish_reason": finish_reason, "logprobs": logprobs,
             }),
         };
         json!({

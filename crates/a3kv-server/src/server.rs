@@ -3,13 +3,14 @@
 //! then it stops accepting, lets in-flight requests finish up to `shutdown.drain_secs`,
 //! shuts the engine down and returns.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use a3kv_model::{default_model_path, load_model, DType, Device, LoadOptions, MISSING_MODEL_HINT};
+use a3kv_model::{find_default_model, load_model, DType, Device, LoadOptions, MISSING_MODEL_HINT};
 use a3kv_sched::Engine;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
@@ -48,7 +49,7 @@ impl ServerHandle {
             Ok(r) => r,
             Err(e) => Err(ServeError::Io {
                 what: "server task".into(),
-                source: std::io::Error::other(e.to_string()),
+                error: std::io::Error::other(e.to_string()),
             }),
         }
     }
@@ -78,10 +79,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The model file a configuration names (`model.path`, else the default model), checked to exist.
+/// The model file a configuration names (`model.path`, else the default model), checked to
+/// exist; a missing default model's error names every place searched.
 pub fn model_path(cfg: &ServerConfig) -> Result<PathBuf, ServeError> {
     let p = if cfg.model.path.is_empty() {
-        default_model_path().ok_or_else(|| ServeError::Model(MISSING_MODEL_HINT.into()))?
+        find_default_model().map_err(|e| ServeError::Model(e.to_string()))?
     } else {
         PathBuf::from(&cfg.model.path)
     };
@@ -145,17 +147,13 @@ pub async fn start(cfg: ServerConfig, listen_signals: bool) -> Result<ServerHand
     } else {
         cfg.model.name.clone()
     };
+    let (deadline_tx, deadline_rx) = watch::channel(false);
     let state = AppState {
         engine,
-        limits: Arc::new(EdgeLimits {
-            model_name,
-            max_new_tokens: cfg.engine.max_new_tokens,
-            default_max_tokens: cfg.limits.default_max_tokens,
-            max_documents: cfg.engine.max_documents,
-            default_fusion: cfg.engine.default_fusion.clone(),
-        }),
+        limits: Arc::new(EdgeLimits::new(&cfg, model_name)),
         concurrency: Arc::new(Semaphore::new(cfg.limits.max_concurrent_requests)),
         draining: Arc::new(AtomicBool::new(false)),
+        drain_deadline: deadline_rx,
         prometheus,
         max_body_bytes: cfg.limits.max_body_bytes,
         request_timeout: Duration::from_secs(cfg.limits.request_timeout_secs),
@@ -166,13 +164,13 @@ pub async fn start(cfg: ServerConfig, listen_signals: bool) -> Result<ServerHand
     let addr = cfg.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Io {
+        .map_err(|error| ServeError::Io {
             what: format!("binding {addr} (key `listen`)"),
-            source,
+            error,
         })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+    let addr = listener.local_addr().map_err(|error| ServeError::Io {
         what: "reading the bound address".into(),
-        source,
+        error,
     })?;
     let signals = if listen_signals {
         Some(OsSignals::install()?)
@@ -181,7 +179,14 @@ pub async fn start(cfg: ServerConfig, listen_signals: bool) -> Result<ServerHand
     };
     let (trigger, rx) = watch::channel(false);
     let drain = Duration::from_secs(cfg.shutdown.drain_secs);
-    let task = tokio::spawn(run(listener, state.clone(), rx, signals, drain));
+    let task = tokio::spawn(run(
+        listener,
+        state.clone(),
+        rx,
+        signals,
+        drain,
+        deadline_tx,
+    ));
     tracing::info!(%addr, model = %state.limits.model_name, "listening");
     Ok(ServerHandle {
         addr,
@@ -205,9 +210,9 @@ impl OsSignals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let io = |source| ServeError::Io {
+            let io = |error| ServeError::Io {
                 what: "installing SIGTERM/SIGINT handlers".into(),
-                source,
+                error,
             };
             Ok(Self {
                 term: signal(SignalKind::terminate()).map_err(io)?,
@@ -249,6 +254,7 @@ async fn run(
     rx: watch::Receiver<bool>,
     signals: Option<OsSignals>,
     drain: Duration,
+    deadline_tx: watch::Sender<bool>,
 ) -> Result<(), ServeError> {
     let (fired_tx, mut fired_rx) = watch::channel(None::<Instant>);
     let draining = state.draining.clone();
@@ -263,17 +269,41 @@ async fn run(
     };
     let app = router(state.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let mut server = std::pin::pin!(server.into_future());
     let deadline = async {
         let _ = fired_rx.wait_for(Option::is_some).await;
         tokio::time::sleep(drain).await;
     };
+    let serving = |r: std::io::Result<()>| {
+        r.map_err(|error| ServeError::Io {
+            what: "serving".into(),
+            error,
+        })
+    };
     tokio::select! {
-        r = server => r.map_err(|source| ServeError::Io { what: "serving".into(), source })?,
-        _ = deadline => tracing::warn!("shutdown: drain deadline passed; cutting in-flight requests"),
+        r = &mut server => serving(r)?,
+        _ = deadline => {
+            tracing::warn!(
+                running = state.engine.running(),
+                waiting = state.engine.waiting(),
+                "shutdown: drain deadline passed; cutting the requests still running (503 shutting_down)"
+            );
+            deadline_tx.send_replace(true);
+            // Every handler answers at once; give the connections a moment to carry it.
+            match tokio::time::timeout(CUT_GRACE, &mut server).await {
+                Ok(r) => serving(r)?,
+                Err(_) => tracing::warn!("shutdown: connections still open after the cut; closing them"),
+            }
+        }
     }
-    let since = fired_rx.borrow().map(|t| t.elapsed()).unwrap_or_default();
-    let left = drain.saturating_sub(since).max(Duration::from_secs(1));
-    state.engine.shutdown(left).await;
+    // Requests have answered (or were cut and cancelled): stop the actors without waiting
+    // for computations the cut requests left behind.
+    state.engine.shutdown(ENGINE_STOP_WAIT).await;
     tracing::info!("shutdown complete");
     Ok(())
 }
+
+/// How long connections get to carry their 503 after the drain deadline cut them.
+const CUT_GRACE: Duration = Duration::from_millis(250);
+/// How long the engine waits for running requests to release their slots once HTTP is done.
+const ENGINE_STOP_WAIT: Duration = Duration::from_millis(100);

@@ -8,10 +8,11 @@ use std::convert::Infallible;
 use a3kv_sched::EngineEvent;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::stream::{self, Stream, StreamExt};
-use tokio::time::timeout_at;
+use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::generate::{log_finished, Admitted};
+use crate::generate::Admitted;
+use crate::logprobs::LogprobsOut;
 use crate::reply::UsageOut;
 
 struct State {
@@ -20,18 +21,15 @@ struct State {
     sent_first: bool,
     done: bool,
     timeout_secs: u64,
+    logprobs: LogprobsOut,
 }
 
 fn data(v: &serde_json::Value) -> Event {
     Event::default().data(v.to_string())
 }
 
+/// The final event of a stream that failed (already logged and counted by `RequestEnd`).
 fn error_event(e: &ApiError) -> Event {
-    if matches!(e, ApiError::Internal(_)) {
-        tracing::error!(error = %e, "stream failed");
-    } else {
-        tracing::warn!(error = %e, "stream ended with an error");
-    }
     Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default())
 }
 
@@ -41,25 +39,20 @@ async fn step(mut s: State) -> Option<(Vec<Event>, State)> {
     }
     let ev = match s.pending.take() {
         Some(e) => Ok(e),
-        None => match timeout_at(s.a.deadline, s.a.rx.recv()).await {
-            Err(_) => Err(ApiError::Timeout {
-                secs: s.timeout_secs,
-            }),
-            Ok(None) => Err(ApiError::Internal(
-                "the engine closed the request stream".into(),
-            )),
-            Ok(Some(EngineEvent::Failed(e))) => Err(e.into()),
-            Ok(Some(e)) => Ok(e),
-        },
+        None => s.a.next_event(s.timeout_secs).await,
     };
     let first = !s.sent_first;
     let out = match ev {
-        Ok(EngineEvent::Token { text, .. }) => {
-            if text.is_empty() && !first {
+        Ok(EngineEvent::Token { text, logprobs, .. }) => {
+            // A token without text still carries its log-probabilities.
+            if text.is_empty() && !first && logprobs.is_none() {
                 vec![]
             } else {
                 s.sent_first = true;
-                vec![data(&s.a.meta.chunk(&text, first, None))]
+                s.a.end.tokens_sent += 1;
+                s.logprobs.push(&text, logprobs);
+                let lp = s.logprobs.take();
+                vec![data(&s.a.meta.chunk(&text, first, None, lp))]
             }
         }
         Ok(EngineEvent::Finished {
@@ -67,8 +60,9 @@ async fn step(mut s: State) -> Option<(Vec<Event>, State)> {
             usage,
         }) => {
             s.done = true;
-            log_finished(&s.a.request_id, &finish_reason, &usage, s.a.started);
-            let mut v = vec![data(&s.a.meta.chunk("", first, Some(&finish_reason)))];
+            s.a.end.finished(&finish_reason, &usage);
+            let closing = s.a.meta.chunk("", first, Some(&finish_reason), Value::Null);
+            let mut v = vec![data(&closing)];
             if s.a.include_usage {
                 v.push(data(&s.a.meta.usage_chunk(&UsageOut::from(&usage))));
             }
@@ -77,7 +71,9 @@ async fn step(mut s: State) -> Option<(Vec<Event>, State)> {
         }
         Ok(EngineEvent::Failed(e)) => {
             s.done = true;
-            vec![error_event(&e.into())]
+            let e = ApiError::from(e);
+            s.a.end.failed(&e);
+            vec![error_event(&e)]
         }
         Err(e) => {
             s.done = true;
@@ -93,12 +89,14 @@ pub fn respond(
     timeout_secs: u64,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let pending = Some(a.first.clone());
+    let logprobs = LogprobsOut::new(&a.meta);
     let state = State {
         a,
         pending,
         sent_first: false,
         done: false,
         timeout_secs,
+        logprobs,
     };
     let events = stream::unfold(state, step).flat_map(|v| stream::iter(v.into_iter().map(Ok)));
     Sse::new(events).keep_alive(KeepAlive::default())

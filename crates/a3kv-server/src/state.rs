@@ -23,6 +23,9 @@ pub struct AppState {
     pub concurrency: Arc<Semaphore>,
     /// Set on SIGTERM/SIGINT: new generation requests get 503.
     pub draining: Arc<AtomicBool>,
+    /// Turns `true` when `shutdown.drain_secs` has passed: requests still running are cut
+    /// with 503 `shutting_down` (a final SSE error event when streaming).
+    pub drain_deadline: tokio::sync::watch::Receiver<bool>,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
     /// `limits.max_body_bytes`.
@@ -43,10 +46,15 @@ impl AppState {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Resolves once the drain deadline has passed (never, while the server runs).
+    pub async fn drain_deadline_passed(&self) {
+        wait_deadline(self.drain_deadline.clone()).await;
+    }
+
     /// 503 while draining.
     pub fn check_accepting(&self) -> Result<(), ApiError> {
         if self.is_draining() {
-            return Err(ApiError::Unavailable {
+            return Err(ApiError::ShuttingDown {
                 reason: "the server is shutting down",
                 retry_after_secs: self.retry_after_secs,
             });
@@ -67,4 +75,11 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Resolves when `rx` turns `true`; never if its sender is gone without firing.
+pub async fn wait_deadline(mut rx: tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|passed| *passed).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }

@@ -151,9 +151,7 @@ impl DiskTier {
                 report.evicted_over_budget += 1;
             }
         }
-        for (path, reason) in &report.bad_files {
-            tracing::warn!(path = %path.display(), reason = %reason, "chunk store recovery: bad file removed");
-        }
+        // Each bad file was logged once where recovery found it.
         tracing::info!(
             dir = %tier.root.display(),
             indexed = report.indexed,

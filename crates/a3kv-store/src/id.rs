@@ -1,7 +1,7 @@
 //! `ChunkId`: the 32-byte content hash that names a stored chunk.
 //!
-//! The caller computes it (a hash of model fingerprint and token ids, see DESIGN §1.1); the
-//! store only compares, prints and parses it. Its hex form is the on-disk file name.
+//! The caller computes it (a hash of model fingerprint and token ids, see docs/design.md
+//! §2.3); the store only compares, prints and parses it. Its hex form is the on-disk file name.
 
 use std::fmt;
 use std::str::FromStr;

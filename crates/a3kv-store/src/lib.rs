@@ -39,6 +39,8 @@ mod data;
 mod disk;
 mod error;
 mod format;
+#[cfg(test)]
+mod format_fuzz;
 mod id;
 mod load;
 mod memory;

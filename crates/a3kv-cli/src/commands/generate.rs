@@ -3,12 +3,36 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Instant;
 
-use a3kv_fusion::{fused_prefill, generate, precompute_chunk, RagParts};
+use a3kv_fusion::{fused_prefill, generate, precompute_chunk, Budget, FusionParams, RagParts};
 use a3kv_model::{ChatMessage, SamplingParams, TextStreamer, DEFAULT_RAG_INSTRUCTION};
+use a3kv_sched::EngineConfig;
 use anyhow::{bail, Context};
 use clap::Args;
+
+/// `--method`'s long help, naming the default the engine actually has.
+static METHOD_HELP: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "Fusion method for document prompts: full, reuse, cacheblend, epic or a3, with options \
+         as in `eval`: `name[:key=value;...]`, keys r (ratio), tokens (budget), sink (sink \
+         tokens), hybrid (A^3 weight), m (EPIC tokens). A named method starts from its own \
+         defaults, so `a3` is the paper's plain A^3.\n\n\
+         Default: the engine's default fusion (`engine.default_fusion`, the one `a3kv serve` \
+         applies to requests without `fusion`): {}",
+        crate::method_spec::spec_of(&default_fusion(None))
+    )
+});
+
+/// The engine's default fusion (what the server applies), with `--ratio` when given.
+fn default_fusion(ratio: Option<f64>) -> FusionParams {
+    let mut p = EngineConfig::default().default_fusion;
+    if let Some(r) = ratio {
+        p.budget = Budget::Ratio(r);
+    }
+    p
+}
 
 /// Arguments of `a3kv generate`.
 #[derive(Args, Debug)]
@@ -29,14 +53,16 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub question: Option<String>,
     /// Fusion method for document prompts: full, reuse, cacheblend, epic, a3, with options
-    /// as in `eval` (`a3:hybrid=0.5`, `a3:sink=1`, `a3:tokens=200`, `epic:m=16`).
-    #[arg(long, default_value = "a3")]
-    pub method: String,
-    /// Recompute ratio r in [0, 1].
-    #[arg(long, default_value_t = 0.15)]
-    pub ratio: f64,
-    /// Chunk size in tokens for long documents.
-    #[arg(long, default_value_t = 512)]
+    /// as in `eval` (`a3:hybrid=0.5`, `a3:sink=1`, `a3:tokens=200`, `epic:m=16`); a named
+    /// method starts from its own defaults (`a3` is the paper's plain A^3). Default: the
+    /// engine's `engine.default_fusion`, the one `a3kv serve` applies.
+    #[arg(long, value_name = "SPEC", long_help = METHOD_HELP.as_str())]
+    pub method: Option<String>,
+    /// Recompute ratio r in [0, 1] (default: the method's budget, 0.15 built in).
+    #[arg(long)]
+    pub ratio: Option<f64>,
+    /// Chunk size in tokens for long documents (as the server's `engine.chunk_tokens`).
+    #[arg(long, default_value_t = EngineConfig::default().chunk_tokens)]
     pub chunk_tokens: usize,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
@@ -72,9 +98,12 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("reading document {}", p.display()))
             })
             .collect::<anyhow::Result<_>>()?;
-        let (_, params) = crate::method_spec::parse(&a.method, a.ratio)?;
+        let params = match &a.method {
+            Some(spec) => crate::method_spec::parse(spec, a.ratio.unwrap_or(0.15))?.1,
+            None => default_fusion(a.ratio),
+        };
         params.validate(model.num_layers())?;
-        let method = params.method;
+        let method = crate::method_spec::spec_of(&params);
         let parts = RagParts::build(
             tok,
             a.system.as_deref(),
@@ -104,7 +133,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         eprintln!(
             "[a3kv] {} prompt tokens, method {}, recomputed {} / reused {} / fresh {} (ratio {:.3}), fused prefill {:.3}s",
             prompt.len(),
-            method.as_str(),
+            method,
             out.report.recomputed_tokens,
             out.report.reused_tokens,
             out.report.fresh_tokens,

@@ -1,8 +1,9 @@
 //! `a3kv precompute --docs FILE.jsonl`: fills the configured chunk store's disk tier ahead
 //! of serving. Each line is `{"id"?: "...", "text": "..."}`; every document is tokenised
 //! alone and split into chunks exactly as the server does, so a later request citing the
-//! same text finds its chunks on disk. Chunks already stored are skipped (re-running after
-//! an interruption resumes where it stopped).
+//! same text finds its chunks on disk. Chunks already stored are verified (every layer's
+//! checksum; `--no-verify` trusts the index) and skipped, so re-running after an interruption
+//! resumes where it stopped; a stored chunk that fails verification is recomputed and replaced.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,10 @@ pub struct PrecomputeArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Skip stored chunks without reading them back (by default each stored chunk is read and
+    /// its header and per-layer checksums verified; a bad one is recomputed).
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 /// One line of the documents file.
@@ -69,8 +74,10 @@ pub struct PrecomputeSummary {
     pub chunks: usize,
     /// Chunks computed and written by this run.
     pub computed: usize,
-    /// Chunks already in the store (skipped).
+    /// Chunks already in the store and intact (skipped).
     pub skipped: usize,
+    /// Stored chunks that failed verification (recomputed and replaced).
+    pub corrupt: usize,
     /// Tokens of the computed chunks.
     pub computed_tokens: usize,
     /// KV bytes written (payload).
@@ -186,9 +193,14 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
                 continue;
             }
             summary.chunks += 1;
-            if store.contains(&store_id(&id)) {
+            let sid = store_id(&id);
+            if !store.contains(&sid) {
+                todo.push((d.line, ids, id));
+            } else if a.no_verify || rt.block_on(store.get(&sid))?.is_some() {
                 summary.skipped += 1;
             } else {
+                // The store logged why, removed the file and counted it.
+                summary.corrupt += 1;
                 todo.push((d.line, ids, id));
             }
         }
@@ -239,6 +251,12 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
         summary.bytes_written as f64 / 1e6,
         summary.skipped
     );
+    if summary.corrupt > 0 {
+        println!(
+            "{} stored chunk(s) failed verification and were recomputed",
+            summary.corrupt
+        );
+    }
     if summary.computed > 0 {
         println!(
             "{:.1} s, {:.1} tokens/s; store: {} (model fingerprint {})",

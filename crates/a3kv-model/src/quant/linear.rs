@@ -8,7 +8,8 @@
 //! let x = Tensor::ones((2, 64), a3kv_model::DType::F32, &Device::Cpu).unwrap(); // x [2, 64]
 //! let y = qmatmul(&x, &w).unwrap(); // y [2, 3]
 //! assert_eq!(y.dims(), &[2, 3]);
-//! assert!((y.to_vec2::<f32>().unwrap()[1][2] - 32.0).abs() < 1e-3);
+//! // Q8_0 keeps its block scale in f16: 64 · 0.5 comes back as 31.998.
+//! assert!((y.to_vec2::<f32>().unwrap()[1][2] - 32.0).abs() < 1e-2);
 //! ```
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};

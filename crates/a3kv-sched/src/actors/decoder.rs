@@ -96,7 +96,8 @@ impl Actor for Decoder {
                     shared.tok.stop_ids().to_vec(),
                     job.req.stop.clone(),
                     job.req.max_tokens,
-                );
+                )
+                .map(|s| s.with_logprobs(job.req.logprobs));
                 job.report = Some(pre.report);
                 match seq {
                     Ok(seq) => st.joining.push(Active {
@@ -205,7 +206,7 @@ fn fail(a: &mut Active, e: EngineError) {
 fn emit(a: &mut Active, out: StepOut) {
     let now = Instant::now();
     match out {
-        StepOut::Token(token_id, text) => {
+        StepOut::Token(token_id, text, logprobs) => {
             if a.first_token_at.is_none() {
                 a.first_token_at = Some(now);
                 metrics::histogram!(m::TTFT).record(a.job.trace.at(now));
@@ -214,7 +215,12 @@ fn emit(a: &mut Active, out: StepOut) {
             }
             a.last_token_at = Some(now);
             metrics::counter!(m::GENERATION_TOKENS).increment(1);
-            if !a.job.responder.send(EngineEvent::Token { token_id, text }) {
+            let ev = EngineEvent::Token {
+                token_id,
+                text,
+                logprobs,
+            };
+            if !a.job.responder.send(ev) {
                 a.done = true; // client gone
             }
         }

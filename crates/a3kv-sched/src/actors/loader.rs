@@ -109,10 +109,52 @@ async fn stream_parts(shared: Arc<Shared>, parts: Vec<Part>, tx: LayerTx) {
     let s = shared.store.stats();
     metrics::gauge!(m::CHUNK_CACHE_BYTES, "tier" => "memory").set(s.memory.bytes as f64);
     metrics::counter!(m::CHUNK_EVICTIONS, "tier" => "memory").absolute(s.memory.evictions);
+    let corrupt = s.corrupt_files + s.fingerprint_mismatches;
+    let seen = shared
+        .corrupt_reported
+        .fetch_max(corrupt, std::sync::atomic::Ordering::AcqRel);
+    if corrupt > seen {
+        metrics::counter!(m::CHUNK_CORRUPT, "tier" => "disk").increment(corrupt - seen);
+    }
     if let Some(d) = s.disk {
         metrics::gauge!(m::CHUNK_CACHE_BYTES, "tier" => "disk").set(d.bytes as f64);
         metrics::counter!(m::CHUNK_EVICTIONS, "tier" => "disk").absolute(d.evictions);
     }
+}
+
+/// Finds a part in the store or computes it (single flight; the result is stored).
+async fn load_or_compute(
+    shared: &Arc<Shared>,
+    part: &Part,
+) -> Result<(Arc<ChunkKvData>, a3kv_store::Source), EngineError> {
+    let model = shared.model.clone();
+    let ids = part.ids.clone();
+    let got = shared
+        .store
+        .get_or_compute(part.id, move || -> Result<ChunkKvData, EngineError> {
+            let kv = precompute_chunk(&model, &ids, None)?;
+            to_store(&model, &kv)
+        })
+        .await?;
+    Ok(got)
+}
+
+/// Replaces a streamed source that failed at layer `l` by the chunk loaded or recomputed
+/// through the store, and returns its layer `l`.
+async fn recover(
+    shared: &Arc<Shared>,
+    part: &Part,
+    src: &mut Source,
+    l: usize,
+) -> Result<Arc<a3kv_store::LayerKv>, EngineError> {
+    let (data, _) = load_or_compute(shared, part).await?;
+    let layer = data
+        .layers
+        .get(l)
+        .cloned()
+        .ok_or_else(|| EngineError::Internal(format!("chunk {} lacks layer {l}", part.id)))?;
+    *src = Source::Data(data);
+    Ok(layer)
 }
 
 async fn stream_parts_inner(
@@ -139,14 +181,7 @@ async fn stream_parts_inner(
                 sources.push(Source::Stream(s, t0));
             }
             None => {
-                let model = shared.model.clone();
-                let ids = p.ids.clone();
-                let (data, src) = store
-                    .get_or_compute(p.id, move || -> Result<ChunkKvData, EngineError> {
-                        let kv = precompute_chunk(&model, &ids, None)?;
-                        to_store(&model, &kv)
-                    })
-                    .await?;
+                let (data, src) = load_or_compute(shared, p).await?;
                 metrics::histogram!(m::CHUNK_LOAD, "tier" => src.as_str())
                     .record(t0.elapsed().as_secs_f64());
                 tiers.push(src.as_str());
@@ -179,17 +214,18 @@ async fn stream_parts_inner(
                             part.id
                         )))
                     }
+                    // A layer that fails its check (or a stream cut short) is a miss, not
+                    // a failed request: the layers already sent passed their checksums, the
+                    // rest come from the recomputed chunk, which also replaces the bad file.
                     Some(Err(e)) => {
-                        return Err(EngineError::Internal(format!(
-                            "chunk {} could not be loaded: {e}",
-                            part.id
-                        )))
+                        tracing::debug!(chunk = %part.id, layer = l, error = %e, "stored chunk unreadable mid-stream; recomputing it");
+                        let data = recover(shared, part, src, l).await?;
+                        layer.push(data);
                     }
                     None => {
-                        return Err(EngineError::Internal(format!(
-                            "chunk {} ended at layer {l}",
-                            part.id
-                        )))
+                        tracing::debug!(chunk = %part.id, layer = l, "stored chunk stream ended early; recomputing it");
+                        let data = recover(shared, part, src, l).await?;
+                        layer.push(data);
                     }
                 },
             }

@@ -1,4 +1,4 @@
-//! The pipeline's actors, one per file (DESIGN.md §2):
+//! The pipeline's actors, one per file (docs/design.md §4.2):
 //! Admission → ChunkLoader → RelevanceScorer → RecomputeBatcher → Decoder, under a
 //! Supervisor that restarts a failed stage.
 

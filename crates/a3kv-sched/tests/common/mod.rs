@@ -77,6 +77,7 @@ pub fn rag(
         sampling: SamplingParams::default(),
         max_tokens,
         stop: Vec::new(),
+        logprobs: None,
     }
 }
 
@@ -95,7 +96,9 @@ pub async fn collect(mut rx: Receiver<EngineEvent>, limit: Duration) -> Outcome 
     let fut = async {
         while let Some(ev) = rx.recv().await {
             match ev {
-                EngineEvent::Token { token_id, text: t } => {
+                EngineEvent::Token {
+                    token_id, text: t, ..
+                } => {
                     ids.push(token_id);
                     text.push_str(&t);
                 }

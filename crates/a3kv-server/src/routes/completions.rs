@@ -43,7 +43,8 @@ async fn run(
     endpoint: Endpoint,
     rid: &RequestId,
 ) -> Result<Response, ApiError> {
-    let meta = ReplyMeta::new(endpoint, &rid.0, &state.limits.model_name);
+    let meta = ReplyMeta::new(endpoint, &rid.0, &state.limits.model_name)
+        .with_logprobs(valid.generate.logprobs.is_some());
     let stream = valid.stream;
     let timeout_secs = state.request_timeout.as_secs();
     let admitted = admit(&state, valid, meta).await?;

@@ -1,5 +1,5 @@
 //! Load: 32 concurrent streaming clients complete; a client that disconnects mid-stream is
-//! cancelled (running gauge back to 0, counted as dropped); the concurrency limit answers
+//! cancelled (running gauge back to 0, counted as client_gone); the concurrency limit answers
 //! 429 with Retry-After.
 
 use std::time::Duration;
@@ -78,7 +78,7 @@ async fn client_disconnect_mid_stream_cancels_the_request() {
     let dropped_before = metric_sum(
         &scrape(s.addr).await,
         "a3kv:request_failure_total",
-        "err=\"dropped\"",
+        "err=\"client_gone\"",
     );
     let body = json!({
         "prompt": "Count from 1 to 1000: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
@@ -104,11 +104,11 @@ async fn client_disconnect_mid_stream_cancels_the_request() {
     let dropped_after = metric_sum(
         &scrape(s.addr).await,
         "a3kv:request_failure_total",
-        "err=\"dropped\"",
+        "err=\"client_gone\"",
     );
     assert!(
         dropped_after > dropped_before,
-        "the engine counted the cancelled request as dropped"
+        "the server counted the cancelled request as client_gone"
     );
 }
 

@@ -195,8 +195,8 @@ fn cases() -> Vec<Case> {
             chat,
             json!({"messages": user("hi"), "fusion": {"ratio": 0.2}}),
             400,
-            "invalid_json",
-            None,
+            "invalid_value",
+            Some("fusion.ratio"),
         ),
         case(
             "n = 2",

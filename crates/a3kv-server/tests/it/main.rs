@@ -7,7 +7,9 @@
 mod common;
 mod concurrency;
 mod config;
+mod corrupt;
 mod errors;
+mod logprobs;
 mod openai_client;
 mod prometheus;
 mod shutdown;

@@ -44,6 +44,21 @@ sparts = [ch.choices[0].text for ch in c.completions.create(
     model=model, prompt="The capital of France is", max_tokens=4, temperature=0, stream=True) if ch.choices]
 out["completion_stream_text"] = "".join(sparts)
 
+lp = c.chat.completions.create(
+    model=model, messages=msgs, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+content = lp.choices[0].logprobs.content
+out["logprobs_entries"] = len(content)
+out["logprobs_completion_tokens"] = lp.usage.completion_tokens
+out["logprobs_top_counts"] = [len(e.top_logprobs) for e in content]
+out["logprobs_greedy_is_top1"] = all(e.token == e.top_logprobs[0].token for e in content)
+out["logprobs_bytes_spell_text"] = bytes(b for e in content for b in e.bytes).decode(
+    "utf-8", "replace") == lp.choices[0].message.content
+plp = c.completions.create(
+    model=model, prompt="The capital of France is", max_tokens=4, temperature=0, logprobs=2)
+out["completion_logprobs_tokens"] = len(plp.choices[0].logprobs.tokens)
+out["completion_logprobs_completion_tokens"] = plp.usage.completion_tokens
+out["completion_logprobs_top_sizes"] = [len(d) for d in plp.choices[0].logprobs.top_logprobs]
+
 try:
     c.chat.completions.create(model="no-such-model", messages=msgs, max_tokens=2)
     out["unknown_model_status"] = 200

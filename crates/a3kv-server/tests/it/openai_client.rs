@@ -1,5 +1,6 @@
 //! The official Python `openai` client (PyPI `openai`) against the real server: chat with
-//! documents non-streaming and streaming (greedy: identical text), completions, errors.
+//! documents non-streaming and streaming (greedy: identical text), completions, logprobs
+//! (parsed into the client's own types), errors.
 
 use std::process::Command;
 
@@ -68,6 +69,27 @@ async fn python_openai_client_chat_rag_stream_equals_non_stream() {
         "{v}"
     );
     assert_eq!(v["completion_stream_text"], v["completion_text"], "{v}");
+    let n = v["logprobs_completion_tokens"].as_u64().expect("usage");
+    assert!(n > 0, "{v}");
+    assert_eq!(v["logprobs_entries"].as_u64(), Some(n), "{v}");
+    assert!(
+        v["logprobs_top_counts"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|k| k == 2)),
+        "{v}"
+    );
+    assert_eq!(v["logprobs_greedy_is_top1"], true, "{v}");
+    assert_eq!(v["logprobs_bytes_spell_text"], true, "{v}");
+    assert_eq!(
+        v["completion_logprobs_tokens"], v["completion_logprobs_completion_tokens"],
+        "{v}"
+    );
+    assert!(
+        v["completion_logprobs_top_sizes"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty() && c.iter().all(|k| k == 2)),
+        "{v}"
+    );
     assert_eq!(v["unknown_model_status"], 404, "{v}");
     assert_eq!(v["bad_fusion_status"], 400, "{v}");
 }

@@ -138,7 +138,7 @@ async fn metrics_pass_promtool_prometheus_scrapes_and_dashboard_matches() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // Exit 1 is a parse failure; exit 3 lists lint problems. DESIGN.md §4 mandates vLLM's
+    // Exit 1 is a parse failure; exit 3 lists lint problems. docs/design.md §7 mirrors vLLM's
     // `prefix:` names, which promlint flags ("should not contain ':'"); every other lint
     // (HELP, TYPE, suffixes, units, counters) must pass.
     let only_colon_lint = out.status.code() == Some(3)

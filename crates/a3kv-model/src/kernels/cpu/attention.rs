@@ -74,7 +74,7 @@ fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
 // `#[target_feature]` copy below and vectorises there (a closure or `mul_add` outside it
 // would compile for baseline x86-64, `mul_add` as a libm call).
 #[inline(always)]
-#[allow(clippy::needless_range_loop)]
+#[allow(clippy::needless_range_loop)] // indexed loops are the shape that vectorises (above)
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let b = &b[..a.len()];
     // 16 independent lanes: the loop vectorises without reassociating one running sum.
@@ -99,6 +99,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// One query row of one head: `out = softmax(scale · K q) V` over the first `visible` keys
 /// (`scores` holds at least `visible` values of scratch).
 #[inline(always)]
+// Indexed loops are the shape that vectorises (above).
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn attend(
     scores: &mut [f32],

@@ -1,0 +1,27 @@
+//! The A^3/CacheBlend hybrid score: `w·a3 + (1−w)·cacheblend` of the two scores, each
+//! normalised to sum 1, so neither scale dominates. `a3` uses it when `hybrid_weight` is set.
+
+use crate::selection::normalise;
+
+/// Mixes question attention `a3` and V deviation `deviation` (same length) with weight `w`
+/// on the A^3 side.
+pub fn hybrid_scores(a3: &[f32], deviation: &[f32], w: f32) -> Vec<f32> {
+    let (a, b) = (normalise(a3), normalise(deviation));
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| w * x + (1.0 - w) * y)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_the_normalised_scores() {
+        let h = hybrid_scores(&[1.0, 3.0], &[10.0, 30.0], 0.5);
+        assert!((h[0] - 0.25).abs() < 1e-6 && (h[1] - 0.75).abs() < 1e-6);
+        assert_eq!(hybrid_scores(&[1.0, 0.0], &[0.0, 1.0], 1.0), vec![1.0, 0.0]);
+        assert_eq!(hybrid_scores(&[1.0, 0.0], &[0.0, 1.0], 0.0), vec![0.0, 1.0]);
+    }
+}
