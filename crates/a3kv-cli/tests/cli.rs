@@ -725,3 +725,65 @@ fn loadgen_against_a_real_server_for_20_seconds_counts_what_the_server_counts() 
     // Bounded: 20 s of sending plus at most the drain.
     assert!(elapsed < 20.0 + 30.0 + 15.0, "took {elapsed:.1} s");
 }
+
+#[test]
+fn bench_decode_measures_both_weight_sets_and_compares_with_llama_cpp() {
+    if !model_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("llama-bench.jsonl");
+    std::fs::write(
+        &jsonl,
+        concat!(
+            r#"{"model_type": "llama ?B Q4_1", "n_prompt": 0, "n_gen": 128, "avg_ts": 5.0, "stddev_ts": 0.1}"#,
+            "\n",
+            r#"{"model_type": "llama ?B F16", "n_prompt": 0, "n_gen": 128, "avg_ts": 2.5, "stddev_ts": 0.1}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let json = dir.path().join("decode.json");
+    let out = succeed(a3kv().args([
+        "bench",
+        "decode",
+        "--tokens",
+        "4",
+        "--prompt-tokens",
+        "8",
+        "--sequences",
+        "1,3",
+        "--runs",
+        "1",
+        "--llamacpp",
+        jsonl.to_str().unwrap(),
+        "--out",
+        json.to_str().unwrap(),
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("CPU flags:"), "{stdout}");
+    assert!(
+        stdout.contains("one sequence: quantized / f32 ="),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("llama.cpp tg128 tok/s: Q4_1 5.0, F16 2.5;"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("llama.cpp's best (Q4_1)"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = v["decode"].as_array().unwrap();
+    // Per weight set: decode_step, then decode_batch at 1 and 3 sequences.
+    assert_eq!(rows.len(), 6);
+    for r in rows {
+        let rate = r["tok_s"]
+            .as_f64()
+            .or(r["aggregate_tok_s"].as_f64())
+            .unwrap();
+        assert!(rate > 0.0, "{r}");
+    }
+    assert!(rows
+        .iter()
+        .any(|r| r["weights"] == "f32" && r["sequences"] == 3));
+}

@@ -52,6 +52,9 @@ pub struct ModelSection {
     pub device: String,
     /// `f32`, `f16` or `bf16`.
     pub dtype: String,
+    /// Weights of the token-by-token path (decode, matmuls of few rows): `quantized` (the
+    /// GGUF's blocks, on the CPU) or `f32` (the reference twin).
+    pub decode_weights: String,
 }
 
 /// `[limits]`.
@@ -121,6 +124,7 @@ impl Default for ModelSection {
             name: String::new(),
             device: "cpu".into(),
             dtype: "f32".into(),
+            decode_weights: "quantized".into(),
         }
     }
 }

@@ -73,6 +73,11 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
         });
     }
     one_of("model.dtype", &m.dtype, &["f32", "f16", "bf16"])?;
+    one_of(
+        "model.decode_weights",
+        &m.decode_weights,
+        &["quantized", "f32"],
+    )?;
     let e = &cfg.engine;
     range("engine.max_waiting", e.max_waiting, 1, 1_000_000)?;
     range("engine.max_running", e.max_running, 1, 4096)?;

@@ -114,10 +114,17 @@ pub fn load_options(cfg: &ServerConfig) -> Result<LoadOptions, ServeError> {
                 .map_err(|e| ServeError::Model(format!("model.device = {d:?}: {e}")))?
         }
     };
+    let decode_weights =
+        cfg.model
+            .decode_weights
+            .parse()
+            .map_err(|e: a3kv_model::ModelError| {
+                ServeError::Model(format!("model.decode_weights: {e}"))
+            })?;
     Ok(LoadOptions {
         dtype,
         device,
-        ..LoadOptions::default()
+        decode_weights,
     })
 }
 

@@ -155,6 +155,7 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<()> {
         "{:>10} {:>22} {:>10} {:>16} {:>9}",
         "weights", "sequences", "tok/s/seq", "aggregate tok/s", "vs 1 seq"
     );
+    println!("(\"vs 1 seq\": aggregate tok/s over one sequence's decode_step tok/s, same weights)");
     let mut results = Vec::new();
     let mut single = std::collections::HashMap::new();
     for (mode, model) in &models {
@@ -175,20 +176,18 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<()> {
             json!({"weights": mode.as_str(), "sequences": 1, "path": "decode_step",
             "tok_s": one, "runs": t}),
         );
-        let mut base = None;
         for &n in &a.sequences {
             let t: Vec<f64> = (0..runs)
                 .map(|_| time_batched(model, &ps[..n], a.tokens))
                 .collect::<anyhow::Result<_>>()?;
             let agg = (n * a.tokens) as f64 / median(&t);
-            let b = *base.get_or_insert(agg / n as f64);
             println!(
                 "{:>10} {:>22} {:>10.1} {:>16.1} {:>8.2}x",
                 mode.as_str(),
                 format!("{n} (decode_batch)"),
                 agg / n as f64,
                 agg,
-                agg / b
+                agg / one
             );
             results.push(
                 json!({"weights": mode.as_str(), "sequences": n, "path": "decode_batch",
@@ -200,9 +199,10 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<()> {
         println!("one sequence: quantized / f32 = {:.2}x", q / f);
     }
     if let (Some(rows), Some(&ours)) = (&rows, single.values().copied().reduce(f64::max).as_ref()) {
-        match llamacpp::compare(rows, &format!("tg{}", a.tokens), ours) {
+        match llamacpp::decode_test(rows, a.tokens).and_then(|t| llamacpp::compare(rows, &t, ours))
+        {
             Some(line) => println!("{line}"),
-            None => println!("llama.cpp: no tg{} rows in the file", a.tokens),
+            None => println!("llama.cpp: no decode (tgN) rows in the file"),
         }
     }
     let crossover = if a.crossover {

@@ -93,6 +93,18 @@ pub fn compare(rows: &[LlamaBenchRow], test: &str, ours: f64) -> Option<String> 
     ))
 }
 
+/// The decode test to compare with: `tg{tokens}` when the file has it, else its first
+/// `tgN` (llama-bench's default is tg128).
+pub fn decode_test(rows: &[LlamaBenchRow], tokens: usize) -> Option<String> {
+    let want = format!("tg{tokens}");
+    if rows.iter().any(|r| r.test() == want) {
+        return Some(want);
+    }
+    rows.iter()
+        .find(|r| r.n_prompt == 0 && r.n_gen > 0)
+        .map(LlamaBenchRow::test)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +134,9 @@ mod tests {
         assert!(line.contains("Q4_1 74.5, F16 51.0, F32 40.2"), "{line}");
         assert!(line.contains("2.00x llama.cpp's best (Q4_1)"), "{line}");
         assert!(compare(&rows, "tg256", 1.0).is_none());
+        assert_eq!(decode_test(&rows, 128).as_deref(), Some("tg128"));
+        assert_eq!(decode_test(&rows, 16).as_deref(), Some("tg128"));
+        assert_eq!(decode_test(&rows[..1], 128), None);
     }
 
     #[test]

@@ -207,6 +207,7 @@ fn changed(key: &str, v: &Value) -> Value {
             "listen" => "127.0.0.1:9123".into(),
             "model.device" => "cuda:1".into(),
             "model.dtype" => "bf16".into(),
+            "model.decode_weights" => "f32".into(),
             "log.format" => "json".into(),
             "log.level" => "debug".into(),
             "engine.default_fusion.method" => "epic".into(),

@@ -48,6 +48,15 @@ fn walkable(layout: &Layout) -> bool {
     dims.len() == 3 && stride[2] == 1 && (dims[1] <= 1 || stride[1] == dims[2])
 }
 
+/// `t` itself when [`walkable`], else a contiguous copy (always walkable).
+fn walkable_copy(t: &Tensor) -> Result<Tensor> {
+    Ok(if walkable(t.layout()) {
+        t.clone()
+    } else {
+        t.contiguous()?
+    })
+}
+
 /// Runs `f` on the f32 CPU data of `t` `[heads, rows, d]` when each row is contiguous and
 /// rows follow each other (a cache view); `None` for other layouts, dtypes or devices.
 fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
@@ -61,7 +70,7 @@ fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
     Some(f(Rows::of(data, layout)))
 }
 
-// Plain loops, no closures and no `mul_add`: everything inlines into the
+// Plain index loops, no closures and no `mul_add`: everything inlines into the
 // `#[target_feature]` copy below and vectorises there (a closure or `mul_add` outside it
 // would compile for baseline x86-64, `mul_add` as a libm call).
 #[inline(always)]
@@ -87,11 +96,22 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-/// One query row of one head: `out = softmax(scale · K q) V` over the first `visible` keys.
+/// One query row of one head: `out = softmax(scale · K q) V` over the first `visible` keys
+/// (`scores` holds at least `visible` values of scratch).
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // indexed loops are the shape that vectorises (above)
-fn attend(q: &[f32], k: &Rows, v: &Rows, kvh: usize, visible: usize, scale: f32, out: &mut [f32]) {
-    let mut scores = vec![0f32; visible];
+// Indexed loops are the shape that vectorises (above).
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+fn attend(
+    scores: &mut [f32],
+    q: &[f32],
+    k: &Rows,
+    v: &Rows,
+    kvh: usize,
+    visible: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let scores = &mut scores[..visible];
     let mut max = f32::NEG_INFINITY;
     for j in 0..visible {
         let s = dot(q, k.row(kvh, j)) * scale;
@@ -119,7 +139,9 @@ fn attend(q: &[f32], k: &Rows, v: &Rows, kvh: usize, visible: usize, scale: f32,
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2(
+    scores: &mut [f32],
     q: &[f32],
     k: &Rows,
     v: &Rows,
@@ -128,7 +150,7 @@ unsafe fn attend_avx2(
     scale: f32,
     out: &mut [f32],
 ) {
-    attend(q, k, v, kvh, visible, scale, out)
+    attend(scores, q, k, v, kvh, visible, scale, out)
 }
 
 fn attend_best(
@@ -140,12 +162,164 @@ fn attend_best(
     scale: f32,
     out: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx2::available() {
-        // SAFETY: the CPU supports AVX2 and FMA.
-        return unsafe { attend_avx2(q, k, v, kvh, visible, scale, out) };
+    thread_local! {
+        // Score buffer reused across calls: one allocation per thread, not per head.
+        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    attend(q, k, v, kvh, visible, scale, out)
+    SCORES.with_borrow_mut(|scores| {
+        if scores.len() < visible {
+            scores.resize(visible, 0.0);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if super::avx2::available() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { attend_avx2(scores, q, k, v, kvh, visible, scale, out) };
+        }
+        attend(scores, q, k, v, kvh, visible, scale, out)
+    })
+}
+
+/// The `g` query heads that share KV head `kvh`: `q` holds their rows (`g · d` values,
+/// head-major), `out` receives theirs. With `d = 64` and `g <= 3` (SmolLM2, Qwen2.5-0.5B)
+/// on AVX-512 the heads go together (each key row loaded once for all of them, four keys'
+/// dot products reduced at once); otherwise one head at a time.
+#[allow(clippy::too_many_arguments)]
+fn attend_group(
+    q: &[f32],
+    g: usize,
+    k: &Rows,
+    v: &Rows,
+    kvh: usize,
+    visible: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = k.d;
+    #[cfg(target_arch = "x86_64")]
+    if d == 64 && g <= 3 && super::avx512::available() {
+        thread_local! {
+            // Score buffer reused across calls: one allocation per thread.
+            static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        return SCORES.with_borrow_mut(|scores| {
+            if scores.len() < g * visible {
+                scores.resize(g * visible, 0.0);
+            }
+            // SAFETY: AVX-512 F/BW/VL present; d = 64 and g <= 3 as the kernel needs.
+            unsafe {
+                match g {
+                    1 => attend_group_avx512::<1>(scores, q, k, v, kvh, visible, scale, out),
+                    2 => attend_group_avx512::<2>(scores, q, k, v, kvh, visible, scale, out),
+                    _ => attend_group_avx512::<3>(scores, q, k, v, kvh, visible, scale, out),
+                }
+            }
+        });
+    }
+    for (t, o) in out.chunks_mut(d).enumerate().take(g) {
+        attend_best(&q[t * d..][..d], k, v, kvh, visible, scale, o);
+    }
+}
+
+/// [`attend_group`] for `G` heads of dimension 64 on AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn attend_group_avx512<const G: usize>(
+    scores: &mut [f32],
+    q: &[f32],
+    k: &Rows,
+    v: &Rows,
+    kvh: usize,
+    visible: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let z = _mm512_setzero_ps();
+    let mut qv = [[z; 4]; G];
+    for t in 0..G {
+        for c in 0..4 {
+            qv[t][c] = _mm512_loadu_ps(q.as_ptr().add(t * 64 + c * 16));
+        }
+    }
+    let sc = _mm512_castps512_ps128(_mm512_set1_ps(scale));
+    // Scores, four keys at a time.
+    let mut j = 0;
+    while j + 4 <= visible {
+        let mut acc = [[z; 4]; G];
+        for kk in 0..4 {
+            let kr = k.row(kvh, j + kk).as_ptr();
+            let kv = [
+                _mm512_loadu_ps(kr),
+                _mm512_loadu_ps(kr.add(16)),
+                _mm512_loadu_ps(kr.add(32)),
+                _mm512_loadu_ps(kr.add(48)),
+            ];
+            for t in 0..G {
+                let mut a = _mm512_mul_ps(qv[t][0], kv[0]);
+                a = _mm512_fmadd_ps(qv[t][1], kv[1], a);
+                a = _mm512_fmadd_ps(qv[t][2], kv[2], a);
+                acc[t][kk] = _mm512_fmadd_ps(qv[t][3], kv[3], a);
+            }
+        }
+        for t in 0..G {
+            let s4 = super::avx512::reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
+            _mm_storeu_ps(scores.as_mut_ptr().add(t * visible + j), _mm_mul_ps(s4, sc));
+        }
+        j += 4;
+    }
+    while j < visible {
+        let kr = k.row(kvh, j).as_ptr();
+        for t in 0..G {
+            let mut a = _mm512_mul_ps(qv[t][0], _mm512_loadu_ps(kr));
+            for c in 1..4 {
+                a = _mm512_fmadd_ps(qv[t][c], _mm512_loadu_ps(kr.add(16 * c)), a);
+            }
+            scores[t * visible + j] = _mm512_reduce_add_ps(a) * scale;
+        }
+        j += 1;
+    }
+    // Softmax per head (max-subtracted).
+    let mut inv = [0f32; G];
+    for t in 0..G {
+        let s = &mut scores[t * visible..][..visible];
+        let mut max = f32::NEG_INFINITY;
+        for &x in s.iter() {
+            max = max.max(x);
+        }
+        let mut sum = 0f32;
+        for x in s.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        inv[t] = 1.0 / sum;
+    }
+    // Weighted sum of values: each value row loaded once for all heads.
+    let mut o = [[z; 4]; G];
+    for j in 0..visible {
+        let vr = v.row(kvh, j).as_ptr();
+        let vv = [
+            _mm512_loadu_ps(vr),
+            _mm512_loadu_ps(vr.add(16)),
+            _mm512_loadu_ps(vr.add(32)),
+            _mm512_loadu_ps(vr.add(48)),
+        ];
+        for t in 0..G {
+            let p = _mm512_set1_ps(scores[t * visible + j]);
+            for c in 0..4 {
+                o[t][c] = _mm512_fmadd_ps(p, vv[c], o[t][c]);
+            }
+        }
+    }
+    for t in 0..G {
+        let iv = _mm512_set1_ps(inv[t]);
+        for c in 0..4 {
+            _mm512_storeu_ps(
+                out.as_mut_ptr().add(t * 64 + c * 16),
+                _mm512_mul_ps(o[t][c], iv),
+            );
+        }
+    }
 }
 
 /// Attention of query rows `q` `[H, n, d]` (RoPE applied) over `k`/`v` `[H_kv, m, d]`,
@@ -173,29 +347,31 @@ pub fn few_rows_attention(
         .map(|&p| k_pos.partition_point(|&kp| kp <= p))
         .collect();
     let macs = 2 * h * d * visible.iter().sum::<usize>();
+    // The kernel walks row-contiguous views (cache buffers are); copy anything else.
+    let (k, v) = (walkable_copy(k)?, walkable_copy(v)?);
     let mut out = vec![0f32; n * h * d];
-    let done = with_rows(k, |kr| {
-        with_rows(v, |vr| {
-            // Output row `i`, head `hh` is chunk `i·H + hh` of `out`.
+    let done = with_rows(&k, |kr| {
+        with_rows(&v, |vr| {
+            // Output row `i`, KV head `kh`'s `g` query heads are chunk `i·H_kv + kh` of
+            // `out` (`g·d` values); their query rows are gathered head-major.
             let one = |(c, o): (usize, &mut [f32])| {
-                let (i, hh) = (c / h, c % h);
-                let qrow = &qv[(hh * n + i) * d..][..d];
-                attend_best(qrow, &kr, &vr, hh / g, visible[i], scale, o);
+                let (i, kh) = (c / hkv, c % hkv);
+                let mut qg = Vec::with_capacity(g * d);
+                for t in 0..g {
+                    qg.extend_from_slice(&qv[((kh * g + t) * n + i) * d..][..d]);
+                }
+                attend_group(&qg, g, &kr, &vr, kh, visible[i], scale, o);
             };
             if macs >= PARALLEL_MIN_MACS {
-                out.par_chunks_mut(d).enumerate().for_each(one);
+                out.par_chunks_mut(g * d).enumerate().for_each(one);
             } else {
-                out.chunks_mut(d).enumerate().for_each(one);
+                out.chunks_mut(g * d).enumerate().for_each(one);
             }
         })
     })
     .flatten();
     if done.is_none() {
-        // A layout the kernel does not walk (not a cache view): copy once, contiguous.
-        let (k, v) = (k.contiguous()?, v.contiguous()?);
-        if walkable(k.layout()) && walkable(v.layout()) {
-            return few_rows_attention(&q, q_pos, &k, &v, k_pos);
-        }
+        // Not f32 on the CPU: the general path takes it.
         return Ok(None);
     }
     Ok(Some(Tensor::from_vec(out, (n, h * d), q.device())?))
@@ -213,7 +389,7 @@ pub fn batched_decode_attention(
     k_pos: &[&[u32]],
 ) -> Result<Option<Tensor>> {
     let (h, bsz, d) = q.dims3()?;
-    if kv.len() != bsz || q_pos.len() != bsz || k_pos.len() != bsz {
+    if bsz == 0 || kv.len() != bsz || q_pos.len() != bsz || k_pos.len() != bsz {
         return Err(crate::ModelError::BadArgument(format!(
             "batched attention: {bsz} query rows, {} caches, {} positions",
             kv.len(),
@@ -227,7 +403,13 @@ pub fn batched_decode_attention(
     let mut visible = Vec::with_capacity(bsz);
     for (b, (k, v)) in kv.iter().enumerate() {
         let (hkv, m, dk) = k.dims3()?;
-        if v.dims3()? != (hkv, m, dk) || dk != d || hkv == 0 || !h.is_multiple_of(hkv) {
+        let same_heads = kv[0].0.dims3()?.0 == hkv;
+        if v.dims3()? != (hkv, m, dk)
+            || dk != d
+            || hkv == 0
+            || !h.is_multiple_of(hkv)
+            || !same_heads
+        {
             return Err(crate::ModelError::BadArgument(format!(
                 "batched attention: q {:?}, k {:?}, v {:?}",
                 q.dims(),
@@ -249,15 +431,7 @@ pub fn batched_decode_attention(
             )));
         }
         visible.push(vis);
-        // The kernel walks row-contiguous views (cache buffers are); copy anything else.
-        let fix = |t: &Tensor| -> Result<Tensor> {
-            Ok(if walkable(t.layout()) {
-                t.clone()
-            } else {
-                t.contiguous()?
-            })
-        };
-        kv_c.push((fix(k)?, fix(v)?, h / hkv));
+        kv_c.push((walkable_copy(k)?, walkable_copy(v)?, h / hkv));
     }
     let qv: Vec<f32> = q.contiguous()?.flatten_all()?.to_vec1()?;
     let guards: Vec<_> = kv_c
@@ -278,17 +452,22 @@ pub fn batched_decode_attention(
     let scale = 1.0 / (d as f32).sqrt();
     let macs = 2 * h * d * visible.iter().sum::<usize>();
     let mut out = vec![0f32; bsz * h * d];
-    // Output row `b`, head `hh` is chunk `b·H + hh` of `out`.
+    // Sequence `b`, KV head `kh`'s `g` query heads are chunk `b·H_kv + kh` of `out`
+    // (`g·d` values); their query rows are gathered head-major.
+    let (g, hkv) = (kv_c[0].2, h / kv_c[0].2);
     let one = |(c, o): (usize, &mut [f32])| {
-        let (b, hh) = (c / h, c % h);
-        let qrow = &qv[(hh * bsz + b) * d..][..d];
+        let (b, kh) = (c / hkv, c % hkv);
+        let mut qg = Vec::with_capacity(g * d);
+        for t in 0..g {
+            qg.extend_from_slice(&qv[((kh * g + t) * bsz + b) * d..][..d]);
+        }
         let (kr, vr) = &rows[b];
-        attend_best(qrow, kr, vr, hh / kv_c[b].2, visible[b], scale, o);
+        attend_group(&qg, g, kr, vr, kh, visible[b], scale, o);
     };
     if macs >= PARALLEL_MIN_MACS || bsz > 1 {
-        out.par_chunks_mut(d).enumerate().for_each(one);
+        out.par_chunks_mut(g * d).enumerate().for_each(one);
     } else {
-        out.chunks_mut(d).enumerate().for_each(one);
+        out.chunks_mut(g * d).enumerate().for_each(one);
     }
     Ok(Some(Tensor::from_vec(out, (bsz, h * d), q.device())?))
 }
