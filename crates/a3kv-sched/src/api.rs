@@ -55,6 +55,7 @@ impl Default for EngineConfig {
             max_documents: 32,
             chunk_tokens: 512,
             store: StoreConfig {
+                remote: None,
                 memory_budget_bytes: 2 << 30,
                 disk: None,
             },

@@ -227,6 +227,7 @@ pub async fn bench_scheduler(
     let method = opts.methods.first().copied().unwrap_or(Method::A3);
     let cfg = EngineConfig {
         store: StoreConfig {
+            remote: None,
             memory_budget_bytes: 1,
             disk: Some(DiskConfig {
                 dir: dir.clone(),

@@ -73,6 +73,7 @@ impl Engine {
             counters: Arc::new(LoadCounters::default()),
             names: names.clone(),
             corrupt_reported: Default::default(),
+            remote_corrupt_reported: Default::default(),
         });
         let (supervisor, _) =
             Actor::spawn(Some(names.supervisor()), Supervisor(shared.clone()), ())

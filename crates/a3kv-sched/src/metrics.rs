@@ -27,8 +27,17 @@ pub const SELECTION_TIME: &str = "a3kv:fusion_selection_seconds";
 pub const RECOMPUTE_RATIO: &str = "a3kv:fusion_recompute_ratio";
 /// `a3kv:fusion_tokens_total{kind=reused|recomputed|fresh}`.
 pub const FUSION_TOKENS: &str = "a3kv:fusion_tokens_total";
-/// `a3kv:chunk_lookups_total{result=hit|miss}`.
-pub const CHUNK_LOOKUPS: &str = "a3kv:chunk_lookups_total";
+/// `a3kv:chunk_lookups_total{tier=memory|disk|remote, result=hit|miss}` — one per tier
+/// consulted (recorded by the store).
+pub const CHUNK_LOOKUPS: &str = a3kv_store::CHUNK_LOOKUPS;
+/// `a3kv:remote_get_seconds` — one Redis GET (a chunk header or one layer).
+pub const REMOTE_GET: &str = a3kv_store::REMOTE_GET_SECONDS;
+/// `a3kv:remote_put_seconds` — one chunk written to Redis.
+pub const REMOTE_PUT: &str = a3kv_store::REMOTE_PUT_SECONDS;
+/// `a3kv:remote_errors_total{op}` — Redis calls that failed or timed out.
+pub const REMOTE_ERRORS: &str = a3kv_store::REMOTE_ERRORS;
+/// `a3kv:remote_breaker_open` — 1 while the remote tier's circuit breaker skips Redis.
+pub const REMOTE_BREAKER_OPEN: &str = a3kv_store::REMOTE_BREAKER_OPEN;
 /// `a3kv:chunk_cache_bytes{tier}` — bytes held by each store tier.
 pub const CHUNK_CACHE_BYTES: &str = "a3kv:chunk_cache_bytes";
 /// `a3kv:chunk_evictions_total{tier}`.
@@ -66,6 +75,11 @@ pub const LATENCY_BUCKETS_SECS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
     3.0, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
 ];
+/// Buckets for single remote-tier calls (seconds): a loopback GET of one layer takes well
+/// under a millisecond.
+pub const REMOTE_BUCKETS_SECS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 /// Ratio buckets in [0, 1].
 pub const RATIO_BUCKETS: &[f64] = &[
     0.0, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0,
@@ -92,6 +106,8 @@ pub fn histogram_buckets() -> Vec<(&'static str, &'static [f64])> {
     .map(|n| (n, LATENCY_BUCKETS_SECS))
     .collect();
     v.push((RECOMPUTE_RATIO, RATIO_BUCKETS));
+    v.push((REMOTE_GET, REMOTE_BUCKETS_SECS));
+    v.push((REMOTE_PUT, REMOTE_BUCKETS_SECS));
     for n in [BATCH_TOKENS, BATCH_REQUESTS, DECODE_BATCH] {
         v.push((n, SIZE_BUCKETS));
     }
@@ -125,7 +141,28 @@ pub fn describe_metrics() {
         FUSION_TOKENS,
         "Prompt tokens by kind: reused, recomputed, fresh."
     );
-    describe_counter!(CHUNK_LOOKUPS, "Chunk lookups by result: hit or miss.");
+    describe_counter!(
+        CHUNK_LOOKUPS,
+        "Chunk lookups per store tier consulted (memory, disk, remote), by result: hit or miss."
+    );
+    describe_histogram!(
+        REMOTE_GET,
+        Unit::Seconds,
+        "One Redis GET of the remote chunk tier (a header or one layer)."
+    );
+    describe_histogram!(
+        REMOTE_PUT,
+        Unit::Seconds,
+        "One chunk written to the remote tier (layers, then header)."
+    );
+    describe_counter!(
+        REMOTE_ERRORS,
+        "Remote tier (Redis) calls that failed or timed out, by operation; the request went on locally."
+    );
+    describe_gauge!(
+        REMOTE_BREAKER_OPEN,
+        "1 while the remote tier's circuit breaker skips Redis after repeated failures."
+    );
     describe_gauge!(
         CHUNK_CACHE_BYTES,
         Unit::Bytes,

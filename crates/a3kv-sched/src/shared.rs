@@ -35,6 +35,8 @@ pub struct Shared {
     /// Corrupt stored chunks already added to `a3kv:chunk_corrupt_total` (the store counts
     /// them; the exporter adds the difference).
     pub corrupt_reported: std::sync::atomic::AtomicU64,
+    /// The same for the remote tier.
+    pub remote_corrupt_reported: std::sync::atomic::AtomicU64,
 }
 
 /// The pipeline stages (actor kinds), also the `actor` metric label.

@@ -90,6 +90,7 @@ async fn a_chunk_file_corrupt_mid_stream_is_recomputed_and_the_request_succeeds(
     let cfg = EngineConfig {
         // Nothing fits in memory: every read streams from the disk file.
         store: StoreConfig {
+            remote: None,
             memory_budget_bytes: 1,
             disk: Some(DiskConfig {
                 dir: dir.path().to_path_buf(),

@@ -16,6 +16,7 @@ async fn check_layers_start_before_the_last_cached_layer_loads() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = EngineConfig {
         store: StoreConfig {
+            remote: None,
             memory_budget_bytes: 1,
             disk: Some(DiskConfig {
                 dir: dir.path().to_path_buf(),

@@ -102,6 +102,42 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
             1 << 50,
         )?;
     }
+    if let Some(r) = &e.store.remote {
+        let scheme = r.url.split("://").next().unwrap_or_default();
+        one_of(
+            "engine.store.remote.url (scheme)",
+            scheme,
+            &["redis", "rediss", "redis+unix", "unix"],
+        )?;
+        range("engine.store.remote.timeout_ms", r.timeout_ms, 1, 600_000)?;
+        range("engine.store.remote.ttl_secs", r.ttl_secs, 0, 1 << 40)?;
+        range(
+            "engine.store.remote.max_value_bytes",
+            r.max_value_bytes,
+            1 << 10,
+            512 << 20,
+        )?;
+        range("engine.store.remote.lease_ms", r.lease_ms, 1, 3_600_000)?;
+        range(
+            "engine.store.remote.lease_wait_ms",
+            r.lease_wait_ms,
+            0,
+            3_600_000,
+        )?;
+        range(
+            "engine.store.remote.breaker_failures",
+            r.breaker_failures,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "engine.store.remote.breaker_cooldown_ms",
+            r.breaker_cooldown_ms,
+            1,
+            3_600_000,
+        )?;
+        range("engine.store.remote.pool_size", r.pool_size, 0, 1024)?;
+    }
     let f = &e.default_fusion;
     match f.budget {
         Budget::Ratio(r) if !(0.0..=1.0).contains(&r) => {

@@ -5,7 +5,7 @@
 //! added to a config struct is reachable by all three without editing a list.
 
 use a3kv_fusion::{Budget, Eviction};
-use a3kv_store::DiskConfig;
+use a3kv_store::{DiskConfig, RemoteConfig};
 use toml::{Table, Value};
 
 use crate::config::ServerConfig;
@@ -66,6 +66,7 @@ fn samples() -> [ServerConfig; 2] {
         dir: "/var/lib/a3kv/chunks".into(),
         budget_bytes: 1 << 30,
     });
+    a.engine.store.remote = Some(RemoteConfig::new("redis://127.0.0.1:6379"));
     let f = &mut a.engine.default_fusion;
     f.budget = Budget::Ratio(0.15);
     f.check_layer = Some(1);
@@ -240,6 +241,8 @@ mod tests {
             ("engine.store.memory_budget_bytes", false),
             ("engine.store.disk.dir", true),
             ("engine.store.disk.budget_bytes", true),
+            ("engine.store.remote.url", true),
+            ("engine.store.remote.lease_wait_ms", true),
             ("engine.default_fusion.check_layer", true),
             ("engine.default_fusion.hybrid_weight", false),
             ("engine.default_fusion.budget.ratio", false),

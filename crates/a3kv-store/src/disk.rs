@@ -1,4 +1,4 @@
-//! The disk tier: one file per chunk under `<dir>/<fingerprint hex>/`, an in-memory index
+//! The disk tier ([`ChunkTier`] on local files): one file per chunk under `<dir>/<fingerprint hex>/`, an in-memory index
 //! with a byte budget and LRU by access time, atomic writes, and corruption handling.
 //!
 //! Every method here blocks (file I/O); the store calls them on `spawn_blocking` threads.
@@ -10,15 +10,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use crate::config::DiskConfig;
-use crate::data::ChunkKvData;
+use crate::data::{ChunkKvData, KvMeta, LayerKv};
 use crate::error::{CorruptReason, StoreError};
 use crate::format::{self, ChunkReader, ReadFailure};
 use crate::id::{to_hex, ChunkId};
 use crate::recovery::{self, RecoveryReport, CHUNK_EXT, TEMP_SUFFIX};
+use crate::stats::{Tier, TierStats};
+use crate::tier::{ChunkTier, TierReader, TierSnapshot};
 
 /// Name of the lock file that makes one store the owner of a directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -379,14 +381,9 @@ impl DiskTier {
     }
 
     /// Counter snapshot, bytes used (files + reservations) and file count.
-    pub(crate) fn snapshot(&self) -> (DiskCounters, u64, u64) {
+    pub(crate) fn index_snapshot(&self) -> (DiskCounters, u64, u64) {
         let idx = self.lock();
         (idx.counters, idx.used, idx.entries.len() as u64)
-    }
-
-    /// The configured budget.
-    pub(crate) fn budget(&self) -> u64 {
-        self.budget
     }
 
     /// Ids in eviction order (oldest first), for tests.
@@ -397,6 +394,97 @@ impl DiskTier {
 }
 
 /// Writes the chunk to a fresh temp file and fsyncs it.
+/// A file opened through the [`ChunkTier`] interface.
+struct DiskReader {
+    tier: Arc<DiskTier>,
+    id: ChunkId,
+    open: OpenChunk,
+}
+
+impl TierReader for DiskReader {
+    fn meta(&self) -> &KvMeta {
+        &self.open.reader.header().meta
+    }
+
+    fn read_layer(&mut self, l: usize) -> Result<LayerKv, StoreError> {
+        self.open.reader.read_layer(l).map_err(|failure| {
+            let path = self.open.reader.path().to_path_buf();
+            let err = match &failure {
+                ReadFailure::Corrupt(reason) => StoreError::Corrupt {
+                    path,
+                    reason: reason.clone(),
+                },
+                ReadFailure::Io(e) => {
+                    StoreError::io(path, std::io::Error::new(e.kind(), e.to_string()))
+                }
+                ReadFailure::NotFound => StoreError::io(path, std::io::ErrorKind::NotFound.into()),
+            };
+            self.tier.reject(&self.id, self.open.generation, failure);
+            err
+        })
+    }
+
+    fn finish(self: Box<Self>) {
+        self.tier.count_hit();
+    }
+}
+
+impl ChunkTier for DiskTier {
+    fn tier(&self) -> Tier {
+        Tier::Disk
+    }
+
+    fn contains(&self, id: &ChunkId) -> bool {
+        DiskTier::contains(self, id)
+    }
+
+    fn touch(&self, id: &ChunkId) {
+        DiskTier::touch(self, id);
+    }
+
+    fn open(self: Arc<Self>, id: &ChunkId) -> Option<Box<dyn TierReader>> {
+        let open = self.open_chunk(id)?;
+        Some(Box::new(DiskReader {
+            tier: self,
+            id: *id,
+            open,
+        }))
+    }
+
+    fn read(self: Arc<Self>, id: &ChunkId) -> Option<ChunkKvData> {
+        // Several threads per load (see `load.rs`), unlike the default layer-by-layer read.
+        DiskTier::read(&self, id)
+    }
+
+    fn write(&self, id: &ChunkId, data: &ChunkKvData) -> bool {
+        DiskTier::write(self, id, data)
+    }
+
+    fn remove(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        DiskTier::remove(self, id)
+    }
+
+    fn snapshot(&self) -> TierSnapshot {
+        let (c, used, n) = self.index_snapshot();
+        TierSnapshot {
+            stats: TierStats {
+                hits: c.hits,
+                misses: c.misses,
+                evictions: c.evictions,
+                bytes: used,
+                entries: n,
+                budget_bytes: self.budget,
+            },
+            corrupt: c.corrupt_files,
+            fingerprint_mismatches: c.fingerprint_mismatches,
+            read_errors: c.read_errors,
+            write_errors: c.write_errors,
+            rejected_writes: c.rejected_writes,
+            ..TierSnapshot::default()
+        }
+    }
+}
+
 fn write_temp(tmp: &Path, id: &ChunkId, data: &ChunkKvData, size: u64) -> Result<(), StoreError> {
     let file = OpenOptions::new()
         .write(true)
@@ -491,7 +579,7 @@ mod tests {
             assert!(t.write(&id(1), &data));
             assert!(bit_equal(&t.read(&id(1)).unwrap(), &data));
             assert!(t.read(&id(2)).is_none());
-            let (c, used, n) = t.snapshot();
+            let (c, used, n) = t.index_snapshot();
             assert_eq!((c.hits, c.misses, n), (1, 1, 1));
             assert_eq!(used, format::file_len(&data.meta).unwrap());
         }
@@ -538,7 +626,7 @@ mod tests {
                     t.touch(&k);
                 }
             }
-            let (_, used, _) = t.snapshot();
+            let (_, used, _) = t.index_snapshot();
             assert!(used <= budget);
             // What is really on disk (minus the lock file) matches the accounting.
             assert_eq!(dir_bytes(t.root()), used);
@@ -551,7 +639,7 @@ mod tests {
         after.rotate_left(1);
         assert_eq!(t.lru_order(), after);
         let big = &chunks[3];
-        while t.snapshot().1 + sizes[3] <= budget {
+        while t.index_snapshot().1 + sizes[3] <= budget {
             assert!(t.write(&id(200), big)); // fill free space first
         }
         assert!(t.write(&id(201), big));
@@ -561,7 +649,7 @@ mod tests {
         );
         let too_big = sample_chunk(FP, 9, 40, 200);
         assert!(!t.write(&id(202), &too_big));
-        assert_eq!(t.snapshot().0.rejected_writes, 1);
+        assert_eq!(t.index_snapshot().0.rejected_writes, 1);
     }
 
     #[test]

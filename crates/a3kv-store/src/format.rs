@@ -196,6 +196,85 @@ pub(crate) fn write_chunk(file: &File, id: &ChunkId, data: &ChunkKvData) -> io::
     Ok(file_len)
 }
 
+/// The header as one value of a key-value tier (Redis): the file header without its padding,
+/// so the same checksum and layout checks apply (`data_offset`/`file_len` describe the file
+/// form and are only checked for consistency).
+pub(crate) fn header_value(id: &ChunkId, data: &ChunkKvData) -> io::Result<Vec<u8>> {
+    let (mut h, _) = encode_header(id, data)?;
+    let m = &data.meta;
+    h.truncate(header_len(u64::from(m.n_tokens), u64::from(m.n_layers)) as usize);
+    Ok(h)
+}
+
+/// Parses and verifies a header value written by [`header_value`].
+pub(crate) fn parse_header_value(
+    h: &[u8],
+    id: &ChunkId,
+    fingerprint: &[u8; 32],
+) -> Result<Header, CorruptReason> {
+    if h.len() < FIXED_LEN + 8 {
+        return Err(CorruptReason::Length {
+            expected: FIXED_LEN as u64 + 8,
+            actual: h.len() as u64,
+        });
+    }
+    if h[0..8] != MAGIC {
+        return Err(CorruptReason::BadMagic);
+    }
+    let version = u32_at(h, 8);
+    if version != VERSION {
+        return Err(CorruptReason::UnsupportedVersion(version));
+    }
+    if u64::from(u32_at(h, 12)) != h.len() as u64 {
+        return Err(CorruptReason::InvalidHeader("header length out of range"));
+    }
+    let body = h.len() - 8;
+    if Xxh3::oneshot(&h[..body]) != u64_at(h, body) {
+        return Err(CorruptReason::HeaderChecksum);
+    }
+    parse_header(h, u64_at(h, 112), id, fingerprint)
+}
+
+/// One layer as one value of a key-value tier: K then V, f32 little-endian (the bytes a chunk
+/// file holds for the layer).
+pub(crate) fn layer_value(layer: &LayerKv) -> Vec<u8> {
+    let mut out = Vec::with_capacity((layer.k.len() + layer.v.len()) * 4);
+    out.extend_from_slice(&le_bytes(&layer.k));
+    out.extend_from_slice(&le_bytes(&layer.v));
+    out
+}
+
+/// Verifies a layer value against the header's table (size and xxh3) and decodes it.
+pub(crate) fn parse_layer_value(
+    bytes: &[u8],
+    header: &Header,
+    l: usize,
+) -> Result<LayerKv, CorruptReason> {
+    let entry = header
+        .layers
+        .get(l)
+        .ok_or(CorruptReason::InvalidHeader("layer index out of range"))?;
+    if bytes.len() as u64 != entry.len {
+        return Err(CorruptReason::Length {
+            expected: entry.len,
+            actual: bytes.len() as u64,
+        });
+    }
+    if Xxh3::oneshot(bytes) != entry.checksum {
+        return Err(CorruptReason::LayerChecksum { layer: l });
+    }
+    let half = bytes.len() / 2;
+    let decode = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    Ok(LayerKv {
+        k: decode(&bytes[..half]),
+        v: decode(&bytes[half..]),
+    })
+}
+
 fn u32_at(b: &[u8], off: usize) -> u32 {
     let mut x = [0u8; 4];
     x.copy_from_slice(&b[off..off + 4]);

@@ -1,6 +1,8 @@
 //! Plain-data statistics of the store (`StoreStats`), and the small label enums `Tier` and
 //! `Source` that metrics use.
 
+use crate::tier::TierSnapshot;
+
 /// A storage tier. Used as a metric label (`a3kv:chunk_cache_bytes{tier}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
@@ -8,6 +10,8 @@ pub enum Tier {
     Memory,
     /// Local disk files.
     Disk,
+    /// A store shared by a fleet (Redis).
+    Remote,
 }
 
 impl Tier {
@@ -16,6 +20,7 @@ impl Tier {
         match self {
             Self::Memory => "memory",
             Self::Disk => "disk",
+            Self::Remote => "remote",
         }
     }
 }
@@ -27,6 +32,8 @@ pub enum Source {
     Memory,
     /// Disk tier hit (now promoted to memory when it fits).
     Disk,
+    /// Remote tier hit (now promoted to memory and written to disk).
+    Remote,
     /// Not stored (or stored but bad): computed by the caller's closure.
     Computed,
 }
@@ -37,6 +44,7 @@ impl Source {
         match self {
             Self::Memory => "memory",
             Self::Disk => "disk",
+            Self::Remote => "remote",
             Self::Computed => "computed",
         }
     }
@@ -47,6 +55,7 @@ impl From<Tier> for Source {
         match t {
             Tier::Memory => Self::Memory,
             Tier::Disk => Self::Disk,
+            Tier::Remote => Self::Remote,
         }
     }
 }
@@ -78,18 +87,14 @@ pub struct StoreStats {
     /// Inserts the memory tier refused (chunk larger than the evictable budget).
     pub memory_rejected: u64,
     /// Disk tier, if configured.
-    pub disk: Option<TierStats>,
-    /// Chunk files found corrupt (bad magic/version/checksum/length..), counted at read time
-    /// and at recovery; each was removed and treated as a miss.
+    pub disk: Option<TierSnapshot>,
+    /// Remote (Redis) tier, if configured.
+    pub remote: Option<TierSnapshot>,
+    /// Chunk files found corrupt at disk recovery or read (bad magic/version/checksum/length..);
+    /// each was removed and treated as a miss. (Remote corruption is in `remote`.)
     pub corrupt_files: u64,
     /// Chunk files written by another model fingerprint; removed and treated as a miss.
     pub fingerprint_mismatches: u64,
-    /// Disk read errors that were not corruption (treated as a miss, file kept).
-    pub disk_read_errors: u64,
-    /// Disk writes that failed (the chunk stays memory-only).
-    pub disk_write_errors: u64,
-    /// Disk writes skipped because the chunk cannot fit the disk budget.
-    pub disk_rejected_writes: u64,
     /// Lookups that no tier answered.
     pub misses: u64,
     /// Compute closures run by `get_or_compute`.
@@ -106,6 +111,7 @@ mod tests {
     fn labels() {
         assert_eq!(Tier::Memory.as_str(), "memory");
         assert_eq!(Tier::Disk.as_str(), "disk");
+        assert_eq!(Source::from(Tier::Remote).as_str(), "remote");
         assert_eq!(Source::from(Tier::Disk), Source::Disk);
         assert_eq!(Source::Computed.as_str(), "computed");
     }

@@ -1,9 +1,11 @@
-//! `ChunkStore`: the two-tier chunk KV store (memory LRU over checksummed disk files) with
-//! single-flight computation and layer-wise streaming reads.
+//! `ChunkStore`: the tiered chunk KV store (a memory LRU over [`ChunkTier`]s: checksummed
+//! disk files, then a Redis shared by a fleet) with single-flight computation — fleet-wide
+//! when a shared tier grants leases — and layer-wise streaming reads.
 //!
-//! All disk I/O and all compute closures run on `spawn_blocking`; the async methods only take
-//! short in-memory locks. A bad file is never an error for a lookup: the disk tier counts it,
-//! logs it, removes it and reports a miss.
+//! All tier I/O and all compute closures run on `spawn_blocking`; the async methods only take
+//! short in-memory locks. A bad or unreachable value is never an error for a lookup: the tier
+//! counts it, logs it, removes it and reports a miss. A hit in a lower tier is promoted into
+//! memory and written back into the faster lower tiers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,16 +14,28 @@ use tokio::sync::mpsc;
 
 use crate::config::StoreConfig;
 use crate::data::ChunkKvData;
-use crate::disk::{DiskTier, OpenChunk};
+use crate::disk::DiskTier;
 use crate::error::{CorruptReason, StoreError};
-use crate::format::ReadFailure;
 use crate::id::ChunkId;
 use crate::memory::{MemoryTier, PinResult};
 use crate::pin::PinGuard;
 use crate::recovery::RecoveryReport;
+use crate::redis_tier::RedisTier;
 use crate::single_flight::{wait_for, FlightHandle, SingleFlight};
 use crate::stats::{Source, StoreStats, Tier, TierStats};
 use crate::stream::{LayerItem, LayerStream};
+use crate::tier::{ChunkTier, Lease, TierReader};
+
+/// `a3kv:chunk_lookups_total{tier, result}`: one per tier consulted (`result` = hit | miss).
+pub const CHUNK_LOOKUPS: &str = "a3kv:chunk_lookups_total";
+
+fn count_lookup(tier: Tier, hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!(CHUNK_LOOKUPS, "tier" => tier.as_str(), "result" => result).increment(1);
+}
+
+/// Lower tiers, fastest first.
+type Tiers = Arc<[Arc<dyn ChunkTier>]>;
 
 /// What a single-flight load or computation publishes to its waiters.
 type FlightResult = Result<(Arc<ChunkKvData>, Source), StoreError>;
@@ -33,6 +47,8 @@ pub struct PutOutcome {
     pub memory: bool,
     /// Written to disk (false: no disk tier, over the disk budget, or a write error).
     pub disk: bool,
+    /// Written to the remote tier (false: none configured, unreachable, or over its cap).
+    pub remote: bool,
     /// Pinned in memory as asked (false when `pin` was false or memory refused it).
     pub pinned: bool,
 }
@@ -41,7 +57,7 @@ pub struct PutOutcome {
 struct Inner {
     fingerprint: [u8; 32],
     memory: Arc<Mutex<MemoryTier>>,
-    disk: Option<Arc<DiskTier>>,
+    tiers: Tiers,
     flights: Arc<SingleFlight<ChunkId, FlightResult>>,
     recovery: Option<RecoveryReport>,
     misses: AtomicU64,
@@ -57,25 +73,32 @@ pub struct ChunkStore {
 
 impl ChunkStore {
     /// Opens a store for the model with `fingerprint`; with a disk tier, recovers its index
-    /// from `<dir>/<fingerprint hex>/` (see [`ChunkStore::recovery_report`]).
+    /// from `<dir>/<fingerprint hex>/` (see [`ChunkStore::recovery_report`]); with a remote
+    /// tier, connects lazily (Redis need not be up yet).
     ///
     /// # Errors
-    /// [`StoreError::Io`] if the disk directory cannot be created, listed or locked.
+    /// [`StoreError::Io`] if the disk directory cannot be created, listed or locked;
+    /// [`StoreError::InvalidData`] if the remote URL is invalid.
     pub async fn open(config: &StoreConfig, fingerprint: [u8; 32]) -> Result<Self, StoreError> {
-        let (disk, recovery) = match config.disk.clone() {
+        let mut tiers: Vec<Arc<dyn ChunkTier>> = Vec::new();
+        let recovery = match config.disk.clone() {
             Some(cfg) => {
                 let (tier, report) =
                     tokio::task::spawn_blocking(move || DiskTier::open(&cfg, fingerprint))
                         .await??;
-                (Some(Arc::new(tier)), Some(report))
+                tiers.push(Arc::new(tier));
+                Some(report)
             }
-            None => (None, None),
+            None => None,
         };
+        if let Some(cfg) = &config.remote {
+            tiers.push(Arc::new(RedisTier::new(cfg, fingerprint)?));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 fingerprint,
                 memory: Arc::new(Mutex::new(MemoryTier::new(config.memory_budget_bytes))),
-                disk,
+                tiers: tiers.into(),
                 flights: Arc::new(SingleFlight::new()),
                 recovery,
                 misses: AtomicU64::new(0),
@@ -99,8 +122,9 @@ impl ChunkStore {
         self.inner.recovery.as_ref()
     }
 
-    /// Looks a chunk up in memory, then on disk (promoting a disk hit into memory).
-    /// `Ok(None)` is a miss: absent, or present but corrupt or of another model.
+    /// Looks a chunk up in memory, then in each lower tier (promoting a hit into memory and
+    /// the faster lower tiers). `Ok(None)` is a miss: absent, or present but corrupt, of
+    /// another model, or unreachable.
     ///
     /// # Errors
     /// [`StoreError::Task`] if the blocking read task panicked.
@@ -108,8 +132,8 @@ impl ChunkStore {
         if let Some(d) = self.memory_get(id, true) {
             return Ok(Some((d, Tier::Memory)));
         }
-        match self.read_disk(*id).await? {
-            Some(d) => Ok(Some((d, Tier::Disk))),
+        match self.read_lower(*id).await? {
+            Some(hit) => Ok(Some(hit)),
             None => {
                 self.inner.misses.fetch_add(1, Ordering::Relaxed);
                 Ok(None)
@@ -117,32 +141,51 @@ impl ChunkStore {
         }
     }
 
-    /// Memory lookup; a hit also refreshes the disk copy's LRU position.
+    /// Memory lookup; a hit also refreshes the lower copies' LRU positions.
     fn memory_get(&self, id: &ChunkId, count_miss: bool) -> Option<Arc<ChunkKvData>> {
         let hit = self.mem().get(id, count_miss);
+        if hit.is_some() || count_miss {
+            count_lookup(Tier::Memory, hit.is_some());
+        }
         if hit.is_some() {
-            if let Some(disk) = &self.inner.disk {
-                disk.touch(id);
+            for t in self.inner.tiers.iter() {
+                t.touch(id);
             }
         }
         hit
     }
 
-    /// Reads a chunk from disk on a blocking thread and promotes it into memory.
-    async fn read_disk(&self, id: ChunkId) -> Result<Option<Arc<ChunkKvData>>, StoreError> {
-        let Some(disk) = self.inner.disk.clone() else {
+    /// Reads a chunk from the first lower tier that has it (on a blocking thread), promotes it
+    /// into memory and writes it back into the faster lower tiers.
+    async fn read_lower(
+        &self,
+        id: ChunkId,
+    ) -> Result<Option<(Arc<ChunkKvData>, Tier)>, StoreError> {
+        if self.inner.tiers.is_empty() {
             return Ok(None);
-        };
-        let data = tokio::task::spawn_blocking(move || disk.read(&id)).await?;
-        Ok(data.map(|d| {
-            let d = Arc::new(d);
+        }
+        let tiers = self.inner.tiers.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            for (i, t) in tiers.iter().enumerate() {
+                let got = t.clone().read(&id);
+                count_lookup(t.tier(), got.is_some());
+                if let Some(d) = got {
+                    let d = Arc::new(d);
+                    write_back(&tiers[..i], &id, &d);
+                    return Some((d, t.tier()));
+                }
+            }
+            None
+        })
+        .await?;
+        Ok(found.map(|(d, tier)| {
             self.mem().insert(id, d.clone(), false);
-            d
+            (d, tier)
         }))
     }
 
-    /// Stores a chunk in memory (pinned until [`ChunkStore::unpin`] if `pin`) and on disk
-    /// (atomically, durable when this returns `disk: true`).
+    /// Stores a chunk in memory (pinned until [`ChunkStore::unpin`] if `pin`), on disk
+    /// (atomically, durable when this returns `disk: true`) and in the remote tier.
     ///
     /// # Errors
     /// [`StoreError::InvalidData`] if `data` disagrees with its meta or with the store's model
@@ -157,13 +200,19 @@ impl ChunkStore {
         let data = data.into();
         data.validate(&self.inner.fingerprint)?;
         let memory = self.mem().insert(id, data.clone(), pin);
-        let disk = match self.inner.disk.clone() {
-            Some(disk) => tokio::task::spawn_blocking(move || disk.write(&id, &data)).await?,
-            None => false,
-        };
+        let tiers = self.inner.tiers.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            tiers
+                .iter()
+                .map(|t| (t.tier(), t.write(&id, &data)))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        let wrote = |tier| written.iter().any(|&(t, ok)| t == tier && ok);
         Ok(PutOutcome {
             memory,
-            disk,
+            disk: wrote(Tier::Disk),
+            remote: wrote(Tier::Remote),
             pinned: memory && pin,
         })
     }
@@ -212,7 +261,8 @@ impl ChunkStore {
         }
     }
 
-    /// The leader's work for one flight: load or compute, publish, then write to disk.
+    /// The leader's work for one flight: load or compute, publish, then write the chunk into
+    /// the lower tiers that lack it and release any fleet lease.
     async fn run_flight<F, E>(
         self,
         id: ChunkId,
@@ -222,44 +272,109 @@ impl ChunkStore {
         F: FnOnce() -> Result<ChunkKvData, E> + Send + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let result = self.load_or_compute(id, compute).await;
+        let (result, leased) = self.load_or_compute(id, compute).await;
         let to_write = match &result {
             Ok((d, Source::Computed)) => Some(d.clone()),
             _ => None,
         };
         handle.publish(result);
-        if let (Some(data), Some(disk)) = (to_write, self.inner.disk.clone()) {
-            // Failures are counted and logged by the disk tier; the chunk stays in memory.
-            let _ = tokio::task::spawn_blocking(move || disk.write(&id, &data)).await;
+        let tiers = self.inner.tiers.clone();
+        if to_write.is_some() || !leased.is_empty() {
+            // Failures are counted and logged by each tier; the chunk stays in memory.
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(data) = to_write {
+                    write_back(&tiers, &id, &data);
+                }
+                for t in leased {
+                    t.release(&id);
+                }
+            })
+            .await;
         }
         drop(handle);
     }
 
-    async fn load_or_compute<F, E>(&self, id: ChunkId, compute: F) -> FlightResult
+    /// Memory, then the lower tiers, then (holding a fleet lease where a shared tier grants
+    /// one, or after waiting for another replica's) the computation. Returns the tiers whose
+    /// lease this process holds, to release once the chunk is written.
+    async fn load_or_compute<F, E>(
+        &self,
+        id: ChunkId,
+        compute: F,
+    ) -> (FlightResult, Vec<Arc<dyn ChunkTier>>)
     where
         F: FnOnce() -> Result<ChunkKvData, E> + Send + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
         // Re-check: an earlier flight may have finished since the caller's memory miss.
         if let Some(d) = self.memory_get(&id, false) {
-            return Ok((d, Source::Memory));
+            return (Ok((d, Source::Memory)), Vec::new());
         }
-        if let Some(d) = self.read_disk(id).await? {
-            return Ok((d, Source::Disk));
+        match self.read_lower(id).await {
+            Ok(Some((d, tier))) => return (Ok((d, tier.into())), Vec::new()),
+            Ok(None) => {}
+            Err(e) => return (Err(e), Vec::new()),
         }
+        let leased = match self.lease_or_wait(id).await {
+            Ok(Ok(hit)) => return (Ok(hit), Vec::new()),
+            Ok(Err(leased)) => leased,
+            Err(e) => return (Err(e), Vec::new()),
+        };
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
         self.inner.computations.fetch_add(1, Ordering::Relaxed);
-        let data = tokio::task::spawn_blocking(compute)
-            .await?
-            .map_err(|e| StoreError::Compute(Arc::new(e)))?;
-        data.validate(&self.inner.fingerprint)?;
-        let data = Arc::new(data);
-        self.mem().insert(id, data.clone(), false);
-        Ok((data, Source::Computed))
+        let computed = async {
+            let data = tokio::task::spawn_blocking(compute)
+                .await?
+                .map_err(|e| StoreError::Compute(Arc::new(e)))?;
+            data.validate(&self.inner.fingerprint)?;
+            let data = Arc::new(data);
+            self.mem().insert(id, data.clone(), false);
+            Ok((data, Source::Computed))
+        }
+        .await;
+        (computed, leased)
     }
 
-    /// Streams a chunk's layers in order: from memory all at once, from disk one by one as
-    /// each is read and verified (then the chunk is promoted to memory). `Ok(None)` is a miss.
+    /// Asks each shared tier for the right to compute `id`. Where another replica holds it,
+    /// waits (bounded) for its value: `Ok(Ok(hit))`. Otherwise `Ok(Err(leased))`: compute,
+    /// then release the leases taken.
+    async fn lease_or_wait(
+        &self,
+        id: ChunkId,
+    ) -> Result<Result<(Arc<ChunkKvData>, Source), Vec<Arc<dyn ChunkTier>>>, StoreError> {
+        let tiers = self.inner.tiers.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut leased = Vec::new();
+            for (i, t) in tiers.iter().enumerate() {
+                match t.lease(&id) {
+                    Lease::Granted => leased.push(t.clone()),
+                    Lease::HeldElsewhere => {
+                        if let Some(d) =
+                            t.clone().wait_and_open(&id).and_then(crate::tier::read_all)
+                        {
+                            for l in &leased {
+                                l.release(&id);
+                            }
+                            let d = Arc::new(d);
+                            write_back(&tiers[..i], &id, &d);
+                            return Ok((d, Source::from(t.tier())));
+                        }
+                    }
+                    Lease::NotShared | Lease::Unavailable => {}
+                }
+            }
+            Err(leased)
+        })
+        .await?;
+        Ok(outcome.map(|(d, src)| {
+            self.mem().insert(id, d.clone(), false);
+            (d, src)
+        }))
+    }
+
+    /// Streams a chunk's layers in order: from memory all at once, from a lower tier one by
+    /// one as each is read and verified (then the chunk is promoted to memory and written back
+    /// into the faster lower tiers). `Ok(None)` is a miss.
     ///
     /// # Errors
     /// [`StoreError::Task`] if the header read task panicked. A layer found corrupt later
@@ -274,24 +389,33 @@ impl ChunkStore {
             }
             return Ok(Some(LayerStream::new(d.meta.clone(), Tier::Memory, rx)));
         }
-        let Some(disk) = self.inner.disk.clone() else {
+        let tiers = self.inner.tiers.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            for (i, t) in tiers.iter().enumerate() {
+                let reader = t.clone().open(&id);
+                count_lookup(t.tier(), reader.is_some());
+                if let Some(reader) = reader {
+                    return Some((i, reader));
+                }
+            }
+            None
+        })
+        .await?;
+        let Some((i, reader)) = opened else {
             self.inner.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
-        let opener = disk.clone();
-        let Some(open) = tokio::task::spawn_blocking(move || opener.open_chunk(&id)).await? else {
-            self.inner.misses.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        };
-        let meta = open.reader.header().meta.clone();
+        let meta = reader.meta().clone();
+        let tier = self.inner.tiers[i].tier();
         // Room for every layer: reading never waits on a slow consumer.
-        let (tx, rx) = mpsc::channel(open.reader.header().layers.len().max(1));
+        let (tx, rx) = mpsc::channel((meta.n_layers as usize).max(1));
         let memory = self.inner.memory.clone();
-        tokio::task::spawn_blocking(move || stream_from_disk(&disk, &memory, id, open, tx));
-        Ok(Some(LayerStream::new(meta, Tier::Disk, rx)))
+        let faster = self.inner.tiers[..i].to_vec();
+        tokio::task::spawn_blocking(move || stream_from_tier(reader, &memory, &faster, id, tx));
+        Ok(Some(LayerStream::new(meta, tier, rx)))
     }
 
-    /// Pins a chunk in memory for the guard's lifetime, loading it from disk if needed.
+    /// Pins a chunk in memory for the guard's lifetime, loading it from a lower tier if needed.
     /// `Ok(None)` if the chunk is in neither tier.
     ///
     /// # Errors
@@ -301,17 +425,12 @@ impl ChunkStore {
         if let PinResult::Pinned(generation, data) = self.mem().acquire_lease(id) {
             return Ok(Some(self.guard(*id, generation, data)));
         }
-        let Some(disk) = self.inner.disk.clone() else {
+        let Some((data, _)) = self.read_lower(*id).await? else {
             return Ok(None);
         };
-        let key = *id;
-        let Some(data) = tokio::task::spawn_blocking(move || disk.read(&key)).await? else {
-            return Ok(None);
-        };
-        let data = Arc::new(data);
         let mut m = self.mem();
-        // Insert and lease under one lock so nothing evicts it in between.
-        if !m.insert(*id, data.clone(), false) {
+        // (Re-)insert and lease under one lock so nothing evicts it in between.
+        if !m.contains(id) && !m.insert(*id, data.clone(), false) {
             return Err(StoreError::MemoryFull {
                 needed_bytes: data.size_bytes(),
                 available_bytes: m.available_bytes(),
@@ -336,23 +455,28 @@ impl ChunkStore {
         self.mem().unpin_sticky(id)
     }
 
-    /// Removes a chunk from both tiers (its disk file is deleted); returns whether it existed.
+    /// Removes a chunk from every tier (its disk file and remote keys are deleted); returns
+    /// whether it existed.
     ///
     /// # Errors
     /// [`StoreError::Io`] if the file cannot be deleted.
     pub async fn remove(&self, id: &ChunkId) -> Result<bool, StoreError> {
         let in_memory = self.mem().remove(id);
-        let on_disk = match self.inner.disk.clone() {
-            Some(disk) => {
-                let key = *id;
-                tokio::task::spawn_blocking(move || disk.remove(&key)).await??
+        let tiers = self.inner.tiers.clone();
+        let key = *id;
+        let lower = tokio::task::spawn_blocking(move || {
+            let mut any = false;
+            for t in tiers.iter() {
+                any |= t.remove(&key)?;
             }
-            None => false,
-        };
-        Ok(in_memory || on_disk)
+            Ok::<bool, StoreError>(any)
+        })
+        .await??;
+        Ok(in_memory || lower)
     }
 
-    /// Whether either tier holds the chunk (no I/O; a disk entry may still prove corrupt).
+    /// Whether a tier is known to hold the chunk (no I/O; a disk entry may still prove
+    /// corrupt; the remote tier is not asked).
     pub fn contains(&self, id: &ChunkId) -> bool {
         self.tier_of(id).is_some()
     }
@@ -362,13 +486,14 @@ impl ChunkStore {
         if self.mem().contains(id) {
             return Some(Tier::Memory);
         }
-        match &self.inner.disk {
-            Some(disk) if disk.contains(id) => Some(Tier::Disk),
-            _ => None,
-        }
+        self.inner
+            .tiers
+            .iter()
+            .find(|t| t.contains(id))
+            .map(|t| t.tier())
     }
 
-    /// Waits until every in-flight `get_or_compute` (including its background disk write)
+    /// Waits until every in-flight `get_or_compute` (including its background tier writes)
     /// has finished.
     pub async fn flush(&self) {
         self.inner.flights.wait_idle().await;
@@ -408,39 +533,43 @@ impl ChunkStore {
             single_flight_waits: self.inner.waits.load(Ordering::Relaxed),
             ..StoreStats::default()
         };
-        if let Some(disk) = &self.inner.disk {
-            let (c, used, n) = disk.snapshot();
-            s.disk = Some(TierStats {
-                hits: c.hits,
-                misses: c.misses,
-                evictions: c.evictions,
-                bytes: used,
-                entries: n,
-                budget_bytes: disk.budget(),
-            });
-            s.corrupt_files += c.corrupt_files;
-            s.fingerprint_mismatches += c.fingerprint_mismatches;
-            s.disk_read_errors = c.read_errors;
-            s.disk_write_errors = c.write_errors;
-            s.disk_rejected_writes = c.rejected_writes;
+        for t in self.inner.tiers.iter() {
+            let snap = t.snapshot();
+            match t.tier() {
+                Tier::Disk => {
+                    s.corrupt_files += snap.corrupt;
+                    s.fingerprint_mismatches += snap.fingerprint_mismatches;
+                    s.disk = Some(snap);
+                }
+                Tier::Remote => s.remote = Some(snap),
+                Tier::Memory => {}
+            }
         }
         s
     }
 }
 
+/// Writes a chunk into each of `tiers` (blocking; each tier counts and logs its failures).
+fn write_back(tiers: &[Arc<dyn ChunkTier>], id: &ChunkId, data: &ChunkKvData) {
+    for t in tiers {
+        t.write(id, data);
+    }
+}
+
 /// Reads layers in order, sending each as soon as it is verified; on success promotes the
-/// chunk into memory. Stops early (no promotion) if the receiver is gone.
-fn stream_from_disk(
-    disk: &DiskTier,
+/// chunk into memory and writes it into the faster lower tiers. Stops early (no promotion) if
+/// the receiver is gone or a layer fails (the reader counted and dropped the bad copy).
+fn stream_from_tier(
+    mut reader: Box<dyn TierReader>,
     memory: &Mutex<MemoryTier>,
+    faster: &[Arc<dyn ChunkTier>],
     id: ChunkId,
-    open: OpenChunk,
     tx: mpsc::Sender<LayerItem>,
 ) {
-    let header = open.reader.header();
-    let mut layers = Vec::with_capacity(header.layers.len());
-    for l in 0..header.layers.len() {
-        match open.reader.read_layer(l) {
+    let meta = reader.meta().clone();
+    let mut layers = Vec::with_capacity(meta.n_layers as usize);
+    for l in 0..meta.n_layers as usize {
+        match reader.read_layer(l) {
             Ok(layer) => {
                 let layer = Arc::new(layer);
                 layers.push(layer.clone());
@@ -448,35 +577,20 @@ fn stream_from_disk(
                     return; // the consumer left
                 }
             }
-            Err(failure) => {
-                let path = open.reader.path().to_path_buf();
-                let err = match &failure {
-                    ReadFailure::Corrupt(reason) => StoreError::Corrupt {
-                        path,
-                        reason: reason.clone(),
-                    },
-                    ReadFailure::Io(e) => {
-                        StoreError::io(path, std::io::Error::new(e.kind(), e.to_string()))
-                    }
-                    ReadFailure::NotFound => {
-                        StoreError::io(path, std::io::ErrorKind::NotFound.into())
-                    }
-                };
-                disk.reject(&id, open.generation, failure);
+            Err(err) => {
                 let _ = tx.blocking_send(Err(err));
                 return;
             }
         }
     }
-    disk.count_hit();
-    let data = Arc::new(ChunkKvData {
-        meta: header.meta.clone(),
-        layers,
-    });
+    reader.finish();
+    drop(tx);
+    let data = Arc::new(ChunkKvData { meta, layers });
     memory
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id, data, false);
+        .insert(id, data.clone(), false);
+    write_back(faster, &id, &data);
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ fn cid(i: u8) -> ChunkId {
 
 async fn open(dir: &Path, memory_budget_bytes: u64, disk_budget: Option<u64>) -> ChunkStore {
     let cfg = StoreConfig {
+        remote: None,
         memory_budget_bytes,
         disk: disk_budget.map(|budget_bytes| DiskConfig {
             dir: dir.to_path_buf(),
@@ -383,13 +384,16 @@ async fn budgets_hold_under_random_workload() {
             "step {step}: memory over budget"
         );
         let disk = st.disk.unwrap();
-        assert!(disk.bytes <= disk_budget, "step {step}: disk over budget");
+        assert!(
+            disk.stats.bytes <= disk_budget,
+            "step {step}: disk over budget"
+        );
         assert!(
             dir_bytes(&root) <= disk_budget,
             "step {step}: files over budget"
         );
     }
-    assert!(s.stats().memory.evictions > 0 && s.stats().disk.unwrap().evictions > 0);
+    assert!(s.stats().memory.evictions > 0 && s.stats().disk.unwrap().stats.evictions > 0);
 }
 
 #[tokio::test]
@@ -493,7 +497,7 @@ async fn single_flight_disk_load_reads_once() {
         assert_ne!(src, Source::Computed);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0);
-    assert_eq!(s.stats().disk.unwrap().hits, 1);
+    assert_eq!(s.stats().disk.unwrap().stats.hits, 1);
 }
 
 #[tokio::test]

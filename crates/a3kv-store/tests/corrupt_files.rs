@@ -42,6 +42,7 @@ fn config() -> ProptestConfig {
 
 fn store_config(dir: &Path) -> StoreConfig {
     StoreConfig {
+        remote: None,
         memory_budget_bytes: 1 << 30,
         disk: Some(DiskConfig {
             dir: dir.to_path_buf(),

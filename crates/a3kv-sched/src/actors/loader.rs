@@ -109,16 +109,30 @@ async fn stream_parts(shared: Arc<Shared>, parts: Vec<Part>, tx: LayerTx) {
     let s = shared.store.stats();
     metrics::gauge!(m::CHUNK_CACHE_BYTES, "tier" => "memory").set(s.memory.bytes as f64);
     metrics::counter!(m::CHUNK_EVICTIONS, "tier" => "memory").absolute(s.memory.evictions);
-    let corrupt = s.corrupt_files + s.fingerprint_mismatches;
-    let seen = shared
-        .corrupt_reported
-        .fetch_max(corrupt, std::sync::atomic::Ordering::AcqRel);
-    if corrupt > seen {
-        metrics::counter!(m::CHUNK_CORRUPT, "tier" => "disk").increment(corrupt - seen);
-    }
+    report_corrupt(
+        &shared.corrupt_reported,
+        "disk",
+        s.corrupt_files + s.fingerprint_mismatches,
+    );
     if let Some(d) = s.disk {
-        metrics::gauge!(m::CHUNK_CACHE_BYTES, "tier" => "disk").set(d.bytes as f64);
-        metrics::counter!(m::CHUNK_EVICTIONS, "tier" => "disk").absolute(d.evictions);
+        metrics::gauge!(m::CHUNK_CACHE_BYTES, "tier" => "disk").set(d.stats.bytes as f64);
+        metrics::counter!(m::CHUNK_EVICTIONS, "tier" => "disk").absolute(d.stats.evictions);
+    }
+    if let Some(r) = s.remote {
+        report_corrupt(
+            &shared.remote_corrupt_reported,
+            "remote",
+            r.corrupt + r.fingerprint_mismatches,
+        );
+    }
+}
+
+/// Adds this engine's new corrupt chunks since the last report to the counter (per-engine
+/// deltas: several engines may share one process's recorder).
+fn report_corrupt(reported: &std::sync::atomic::AtomicU64, tier: &'static str, total: u64) {
+    let seen = reported.fetch_max(total, std::sync::atomic::Ordering::AcqRel);
+    if total > seen {
+        metrics::counter!(m::CHUNK_CORRUPT, "tier" => tier).increment(total - seen);
     }
 }
 
@@ -167,9 +181,8 @@ async fn stream_parts_inner(
     let mut opened = Vec::with_capacity(parts.len());
     for p in parts {
         let t0 = Instant::now();
+        // Lookups are counted per tier by the store (`a3kv:chunk_lookups_total{tier,result}`).
         let s = store.stream_layers(&p.id).await?;
-        let result = if s.is_some() { "hit" } else { "miss" };
-        metrics::counter!(m::CHUNK_LOOKUPS, "result" => result).increment(1);
         opened.push((s, t0));
     }
     let mut sources = Vec::with_capacity(parts.len());
