@@ -4,9 +4,7 @@
 //! recomputed and rewritten; a fleet of stores computes a new chunk once; a Redis that is down
 //! or killed never fails a lookup or a computation, the circuit breaker opens and closes again.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,79 +14,11 @@ use a3kv_store::{
     StoreConfig, Tier,
 };
 
+#[path = "support/redis.rs"]
+mod support;
+use support::{free_port, Redis};
+
 const FP: [u8; 32] = [0x5a; 32];
-
-/// A `redis-server` child on a free loopback port, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        Self::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install redis-server; scripts/setup.sh does)");
-        let r = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let t0 = Instant::now();
-        while r.con().is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn con(&self) -> redis::RedisResult<redis::Connection> {
-        let mut c = redis::Client::open(self.url())?.get_connection()?;
-        redis::cmd("PING").query::<String>(&mut c)?;
-        Ok(c)
-    }
-
-    fn keys(&self) -> Vec<String> {
-        let mut c = self.con().unwrap();
-        let mut k: Vec<String> = redis::cmd("KEYS").arg("a3kv:*").query(&mut c).unwrap();
-        k.sort();
-        k
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn remote(url: &str) -> RemoteConfig {
     RemoteConfig {
@@ -366,10 +296,7 @@ async fn a_fleet_computes_a_new_chunk_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_never_fails_and_the_breaker_recovers() {
     // Nothing listens on the port yet.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+    let port = free_port();
     let s = store(remote(&format!("redis://127.0.0.1:{port}")), None).await;
     let t0 = Instant::now();
     for i in 0..6u8 {

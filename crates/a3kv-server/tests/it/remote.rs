@@ -1,0 +1,108 @@
+//! The shared chunk tier through the served path: a second server that shares only a Redis
+//! with the first answers the same RAG request with the same text from the first one's
+//! chunks (remote hits, no recomputation); with Redis killed, a third still answers 200 with
+//! the same text (local compute), and counts the Redis errors and the open breaker.
+
+use std::time::Duration;
+
+use a3kv_store::RemoteConfig;
+use serde_json::Value;
+
+use crate::common::{base, client, lock, metric_sum, model_path, rag_chat, scrape, test_config};
+
+#[path = "../../../a3kv-store/tests/support/redis.rs"]
+mod redis_support;
+
+async fn ask(addr: std::net::SocketAddr) -> String {
+    let r = client()
+        .post(format!("{}/v1/chat/completions", base(addr)))
+        .json(&rag_chat("Where is the Eiffel Tower?", 8, false))
+        .send()
+        .await
+        .expect("send");
+    let status = r.status();
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(status, 200, "{v}");
+    v.pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .expect("content")
+        .to_string()
+}
+
+fn lookups(m: &str, tier: &str, result: &str) -> f64 {
+    metric_sum(
+        m,
+        "a3kv:chunk_lookups_total",
+        &format!("result=\"{result}\",tier=\"{tier}\""),
+    ) + metric_sum(
+        m,
+        "a3kv:chunk_lookups_total",
+        &format!("tier=\"{tier}\",result=\"{result}\""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_chunks_through_redis_and_survive_its_loss() {
+    let Some(model) = model_path() else { return };
+    let _g = lock().await;
+    let mut redis = redis_support::Redis::start();
+    let mut cfg = test_config(&model);
+    cfg.engine.store.remote = Some(RemoteConfig {
+        timeout_ms: 300,
+        breaker_failures: 2,
+        ..RemoteConfig::new(redis.url())
+    });
+
+    // Replica 1 computes the prompt's chunks and writes them behind the request.
+    let h = a3kv_server::start(cfg.clone(), false)
+        .await
+        .expect("starts");
+    let expected = ask(h.addr).await;
+    let t0 = std::time::Instant::now();
+    // Prefix + two documents: a header and one value per layer each.
+    while redis.keys().iter().filter(|k| k.ends_with(":h")).count() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", redis.keys());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.shutdown();
+    h.wait().await.expect("clean exit");
+
+    // Replica 2 (empty memory, no disk) finds them in Redis. (One process, one metrics
+    // recorder: compare counters before and after.)
+    let h = a3kv_server::start(cfg.clone(), false)
+        .await
+        .expect("starts");
+    let before = scrape(h.addr).await;
+    assert_eq!(
+        ask(h.addr).await,
+        expected,
+        "same answer from shared chunks"
+    );
+    let after = scrape(h.addr).await;
+    let hits = lookups(&after, "remote", "hit") - lookups(&before, "remote", "hit");
+    assert!(hits >= 3.0, "remote hits {hits}\n{after}");
+    assert!(
+        metric_sum(&after, "a3kv:remote_get_seconds_count", "") > 0.0,
+        "remote GET latency recorded"
+    );
+    h.shutdown();
+    h.wait().await.expect("clean exit");
+
+    // Redis dies: replica 3 computes locally, answers the same, and says why in its metrics.
+    redis.kill();
+    let h = a3kv_server::start(cfg, false)
+        .await
+        .expect("starts without Redis");
+    let before = scrape(h.addr).await;
+    let t0 = std::time::Instant::now();
+    assert_eq!(ask(h.addr).await, expected, "same answer without Redis");
+    assert_eq!(ask(h.addr).await, expected);
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    let after = scrape(h.addr).await;
+    let errors = metric_sum(&after, "a3kv:remote_errors_total", "")
+        - metric_sum(&before, "a3kv:remote_errors_total", "");
+    assert!(errors >= 2.0, "redis errors counted: {errors}");
+    assert_eq!(metric_sum(&after, "a3kv:remote_breaker_open", ""), 1.0);
+    h.shutdown();
+    h.wait().await.expect("clean exit");
+}
