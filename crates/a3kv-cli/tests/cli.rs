@@ -102,6 +102,42 @@ fn generate_with_documents_fuses_them() {
     );
 }
 
+#[test]
+fn generate_runs_the_engine_and_reuses_chunks_stored_by_an_earlier_run() {
+    if !model_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let doc = dir.path().join("doc.txt");
+    std::fs::write(
+        &doc,
+        "The Zorblat festival is held every spring in the town of Quenby.",
+    )
+    .unwrap();
+    let store = dir.path().join("chunks");
+    let run = || {
+        let out = a3kv()
+            .args(["generate", "--documents"])
+            .arg(&doc)
+            .args(["--question", "Where is the Zorblat festival held?"])
+            .args(["--max-tokens", "6", "--set"])
+            .arg(format!("engine.store.disk.dir={}", store.display()))
+            .args(["--set", "engine.store.disk.budget_bytes=1000000000"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        (String::from_utf8_lossy(&out.stdout).to_string(), stderr)
+    };
+    // The prompt's prefix and the document: computed by the first run, stored on disk ...
+    let (first, stderr) = run();
+    assert!(stderr.contains("[a3kv] chunks: 2 (computed 2)"), "{stderr}");
+    // ... and read back by the second, with the same answer.
+    let (second, stderr) = run();
+    assert!(stderr.contains("[a3kv] chunks: 2 (disk 2)"), "{stderr}");
+    assert_eq!(first, second);
+}
+
 /// The `a3kv` binary hard-linked (or copied) into a fresh directory outside the repository,
 /// so neither the working directory nor the binary's location leads to the repo's `models/`.
 /// Returns the directory (kept alive by the guard) and the binary's path in it.

@@ -1,14 +1,17 @@
-//! `a3kv generate`: one request from the command line, streamed to stdout; time to first
-//! token and tokens/s to stderr.
+//! `a3kv generate`: one request from the command line through the same engine `a3kv serve`
+//! runs (`a3kv_sched::Engine`: prompt assembly, chunk store tiers, fusion, batched decode,
+//! stop handling), streamed to stdout; time to first token, the fusion report and tokens/s
+//! to stderr. It reads the server configuration (`-c`, `--set`, `A3KV_*`), so a configured
+//! disk or Redis tier makes chunks computed here reusable by later runs and by servers.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::LazyLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use a3kv_fusion::{fused_prefill, generate, precompute_chunk, Budget, FusionParams, RagParts};
-use a3kv_model::{ChatMessage, SamplingParams, TextStreamer, DEFAULT_RAG_INSTRUCTION};
-use a3kv_sched::EngineConfig;
+use a3kv_fusion::{Budget, FusionParams};
+use a3kv_model::{ChatMessage, SamplingParams};
+use a3kv_sched::{DocumentRef, Engine, EngineConfig, EngineEvent, GenerateRequest, PromptSpec};
 use anyhow::{bail, Context};
 use clap::Args;
 
@@ -21,25 +24,25 @@ static METHOD_HELP: LazyLock<String> = LazyLock::new(|| {
          defaults, so `a3` is the paper's plain A^3.\n\n\
          Default: the engine's default fusion (`engine.default_fusion`, the one `a3kv serve` \
          applies to requests without `fusion`): {}",
-        crate::method_spec::spec_of(&default_fusion(None))
+        crate::method_spec::spec_of(&EngineConfig::default().default_fusion)
     )
 });
-
-/// The engine's default fusion (what the server applies), with `--ratio` when given.
-fn default_fusion(ratio: Option<f64>) -> FusionParams {
-    let mut p = EngineConfig::default().default_fusion;
-    if let Some(r) = ratio {
-        p.budget = Budget::Ratio(r);
-    }
-    p
-}
 
 /// Arguments of `a3kv generate`.
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// Model file (GGUF) or HF directory; default: the fetched SmolLM2-135M-Instruct.
+    /// Model file (GGUF) or HF directory (key `model.path`); default: the fetched
+    /// SmolLM2-135M-Instruct.
     #[arg(long, env = "A3KV_MODEL")]
     pub model: Option<PathBuf>,
+    /// Server configuration (model options, engine limits, chunk size, store tiers, default
+    /// fusion); without it the built-in defaults apply.
+    #[arg(long, short = 'c', value_name = "FILE", env = "A3KV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override any configuration key, e.g. `--set engine.store.disk.dir=/tmp/chunks`
+    /// (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// A plain chat prompt (one user message).
     #[arg(conflicts_with_all = ["question", "documents"])]
     pub prompt: Option<String>,
@@ -61,9 +64,9 @@ pub struct GenerateArgs {
     /// Recompute ratio r in [0, 1] (default: the method's budget, 0.15 built in).
     #[arg(long)]
     pub ratio: Option<f64>,
-    /// Chunk size in tokens for long documents (as the server's `engine.chunk_tokens`).
-    #[arg(long, default_value_t = EngineConfig::default().chunk_tokens)]
-    pub chunk_tokens: usize,
+    /// Chunk size in tokens for long documents (key `engine.chunk_tokens`, 512 built in).
+    #[arg(long)]
+    pub chunk_tokens: Option<usize>,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
@@ -78,138 +81,183 @@ pub struct GenerateArgs {
     pub max_tokens: usize,
 }
 
+/// The fusion parameters `--method`/`--ratio` ask for; `None` = the engine's default.
+fn requested_fusion(
+    a: &GenerateArgs,
+    default: &FusionParams,
+) -> anyhow::Result<Option<FusionParams>> {
+    Ok(match (&a.method, a.ratio) {
+        (Some(spec), r) => Some(crate::method_spec::parse(spec, r.unwrap_or(0.15))?.1),
+        (None, Some(r)) => Some(FusionParams {
+            budget: Budget::Ratio(r),
+            ..default.clone()
+        }),
+        (None, None) => None,
+    })
+}
+
+/// The prompt: a chat turn, or documents and a question.
+fn prompt_spec(a: &GenerateArgs) -> anyhow::Result<PromptSpec> {
+    if let Some(q) = &a.question {
+        let documents = a
+            .documents
+            .iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading document {}", p.display()))?;
+                Ok(DocumentRef::Text { id: None, text })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        return Ok(PromptSpec::Rag {
+            system: a.system.clone(),
+            documents,
+            question: q.clone(),
+        });
+    }
+    let Some(p) = &a.prompt else {
+        bail!("give a prompt, or --question with --documents");
+    };
+    if p.trim().is_empty() {
+        bail!("the prompt is empty");
+    }
+    let mut messages: Vec<ChatMessage> = a
+        .system
+        .iter()
+        .map(|s| ChatMessage {
+            role: "system".into(),
+            content: s.clone(),
+        })
+        .collect();
+    messages.push(ChatMessage {
+        role: "user".into(),
+        content: p.clone(),
+    });
+    Ok(PromptSpec::Chat { messages })
+}
+
 /// Runs `a3kv generate`.
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
-    let lm = crate::common::load(a.model.clone())?;
-    let (model, tok) = (&lm.model, &lm.tokenizer);
     let sampling = SamplingParams {
         temperature: a.temperature,
         top_p: a.top_p,
         seed: a.seed,
     };
     sampling.validate()?;
-    let t0 = Instant::now();
-    let (logits, mut cache, label) = if let Some(q) = &a.question {
-        let docs: Vec<String> = a
-            .documents
-            .iter()
-            .map(|p| {
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("reading document {}", p.display()))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let params = match &a.method {
-            Some(spec) => crate::method_spec::parse(spec, a.ratio.unwrap_or(0.15))?.1,
-            None => default_fusion(a.ratio),
-        };
-        params.validate(model.num_layers())?;
-        let method = crate::method_spec::spec_of(&params);
-        let parts = RagParts::build(
-            tok,
-            a.system.as_deref(),
-            DEFAULT_RAG_INSTRUCTION,
-            &docs,
-            q,
-            a.chunk_tokens,
-        )?;
-        let prompt = parts.prompt()?;
-        model.check_context(0, prompt.len())?;
-        let tp = Instant::now();
-        let prefix = (!parts.prefix.is_empty())
-            .then(|| precompute_chunk(model, &parts.prefix, None))
-            .transpose()?;
-        let chunks = parts
-            .chunks
-            .iter()
-            .map(|c| precompute_chunk(model, c, None))
-            .collect::<Result<Vec<_>, _>>()?;
-        eprintln!(
-            "[a3kv] precomputed {} chunk(s) in {:.3}s (cached once, reused by later requests)",
-            chunks.len(),
-            tp.elapsed().as_secs_f64()
-        );
-        let tf = Instant::now();
-        let out = fused_prefill(model, &prompt, prefix, &chunks, &params, false)?;
-        eprintln!(
-            "[a3kv] {} prompt tokens, method {}, recomputed {} / reused {} / fresh {} (ratio {:.3}), fused prefill {:.3}s",
-            prompt.len(),
-            method,
-            out.report.recomputed_tokens,
-            out.report.reused_tokens,
-            out.report.fresh_tokens,
-            out.report.recompute_ratio,
-            tf.elapsed().as_secs_f64()
-        );
-        (out.logits, out.cache, "fused")
-    } else {
-        let Some(p) = &a.prompt else {
-            bail!("give a prompt, or --question with --documents");
-        };
-        if p.trim().is_empty() {
-            bail!("the prompt is empty");
-        }
-        let mut msgs: Vec<ChatMessage> = a
-            .system
-            .iter()
-            .map(|s| ChatMessage {
-                role: "system".into(),
-                content: s.clone(),
-            })
-            .collect();
-        msgs.push(ChatMessage {
-            role: "user".into(),
-            content: p.clone(),
-        });
-        let text = tok.template().render(&msgs, true);
-        let ids = tok.encode(&text)?;
-        let out = model.prefill(&ids, 0, false)?;
-        eprintln!("[a3kv] {} prompt tokens", ids.len());
-        (out.logits, out.cache, "prefill")
-    };
-    let mut first_at = None;
-    let mut streamer = TextStreamer::default();
-    let mut out = std::io::stdout().lock();
-    let mut write_err = None;
-    let gen = generate(
-        model,
-        &mut cache,
-        &logits,
-        sampling,
-        tok.stop_ids(),
-        a.max_tokens,
-        |id| {
-            first_at.get_or_insert_with(|| t0.elapsed().as_secs_f64());
-            match streamer
-                .push(tok, id)
-                .map_err(anyhow::Error::from)
-                .and_then(|s| {
-                    out.write_all(s.as_bytes())?;
-                    out.flush()?;
-                    Ok(())
-                }) {
-                Ok(()) => true,
-                Err(e) => {
-                    write_err = Some(e);
-                    false
-                }
-            }
-        },
-    )?;
-    if let Some(e) = write_err {
-        return Err(e.context("writing output"));
+    let prompt = prompt_spec(&a)?;
+    let mut set = a.set.clone();
+    if let Some(n) = a.chunk_tokens {
+        set.push(format!("engine.chunk_tokens={n}"));
     }
-    writeln!(out)?;
-    let total = t0.elapsed().as_secs_f64();
-    let ttft = first_at.unwrap_or(total);
-    let n = gen.ids.len();
-    let decode_tps = if n > 1 {
-        (n - 1) as f64 / (total - ttft).max(1e-9)
-    } else {
-        0.0
+    let serve_args = a3kv_server::ServeArgs {
+        config: a.config.clone(),
+        model: a.model.as_ref().map(|p| p.display().to_string()),
+        set,
+        ..Default::default()
     };
-    eprintln!(
-        "[a3kv] {label}: time to first token {ttft:.3}s, {n} tokens, {decode_tps:.1} tok/s decode, finish {}",
-        gen.finish_reason.as_str()
-    );
-    Ok(())
+    let mut cfg = serve_args.load_config()?;
+    // The command line is the operator: its --max-tokens is the limit.
+    cfg.engine.max_new_tokens = cfg.engine.max_new_tokens.max(a.max_tokens);
+    let fusion = requested_fusion(&a, &cfg.engine.default_fusion)?;
+    let path = a3kv_server::model_path(&cfg)?;
+    eprintln!("[a3kv] model {}", path.display());
+    let opts = a3kv_server::load_options(&cfg)?;
+    let lm = a3kv_model::load_model(&path, &opts)
+        .with_context(|| format!("loading model {}", path.display()))?;
+    if let Some(f) = &fusion {
+        f.validate(lm.model.num_layers())?;
+    }
+    let method = crate::method_spec::spec_of(fusion.as_ref().unwrap_or(&cfg.engine.default_fusion));
+    let is_rag = matches!(prompt, PromptSpec::Rag { .. });
+    let request = GenerateRequest {
+        request_id: "cli".into(),
+        prompt,
+        fusion,
+        sampling,
+        max_tokens: a.max_tokens,
+        stop: Vec::new(),
+        logprobs: None,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let engine = Engine::start(cfg.engine.clone(), lm)
+            .await
+            .context("starting the engine")?;
+        let result = stream(&engine, request, is_rag, &method).await;
+        engine.shutdown(Duration::from_secs(5)).await;
+        result
+    })
+}
+
+/// "3 (computed 1, disk 2)": where the prompt's chunks (prefix included) came from.
+fn chunk_sources(tiers: &[String]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for t in tiers {
+        match counts.iter_mut().find(|(name, _)| name == t) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((t, 1)),
+        }
+    }
+    let parts: Vec<String> = counts.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    format!("{} ({})", tiers.len(), parts.join(", "))
+}
+
+/// Submits the request and writes its tokens to stdout as they come.
+async fn stream(
+    engine: &Engine,
+    request: GenerateRequest,
+    is_rag: bool,
+    method: &str,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let mut rx = engine.submit(request)?;
+    let mut out = std::io::stdout().lock();
+    let mut first_at = None;
+    let mut n = 0usize;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            EngineEvent::Token { text, .. } => {
+                first_at.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+                n += 1;
+                out.write_all(text.as_bytes())
+                    .and_then(|()| out.flush())
+                    .context("writing output")?;
+            }
+            EngineEvent::Failed(e) => return Err(e.into()),
+            EngineEvent::Finished {
+                finish_reason,
+                usage,
+            } => {
+                writeln!(out)?;
+                let total = t0.elapsed().as_secs_f64();
+                let ttft = first_at.unwrap_or(usage.ttft_secs);
+                let decode_tps = if n > 1 {
+                    (n - 1) as f64 / (total - ttft).max(1e-9)
+                } else {
+                    0.0
+                };
+                if let Some(r) = usage.fusion.filter(|_| is_rag) {
+                    eprintln!(
+                        "[a3kv] {} prompt tokens, method {method}, recomputed {} / reused {} / fresh {} (ratio {:.3}), fused prefill {:.3}s",
+                        usage.prompt_tokens,
+                        r.recomputed_tokens,
+                        r.reused_tokens,
+                        r.fresh_tokens,
+                        r.recompute_ratio,
+                        r.total_secs
+                    );
+                } else {
+                    eprintln!("[a3kv] {} prompt tokens", usage.prompt_tokens);
+                }
+                if is_rag {
+                    eprintln!("[a3kv] chunks: {}", chunk_sources(&usage.trace.chunk_tiers));
+                }
+                let label = if is_rag { "fused" } else { "prefill" };
+                eprintln!(
+                    "[a3kv] {label}: time to first token {ttft:.3}s, {n} tokens, {decode_tps:.1} tok/s decode, finish {finish_reason}"
+                );
+                return Ok(());
+            }
+        }
+    }
+    bail!("the engine ended the request without finishing it")
 }
