@@ -678,11 +678,21 @@ fn precompute_fills_the_disk_tier_that_the_server_then_hits() {
     let (status, reply) = http(&addr, "POST", "/v1/chat/completions", Some(&body));
     assert_eq!(status, 200, "{reply}");
     let (_, metrics) = http(&addr, "GET", "/metrics", None);
-    let hits = metric(&metrics, "a3kv:chunk_lookups_total", "result=\"hit\"");
-    let misses = metric(&metrics, "a3kv:chunk_lookups_total", "result=\"miss\"");
-    assert_eq!(hits as usize, n_chunks, "{metrics}");
-    // The one miss is the prompt prefix (system prompt + instruction), computed once.
-    assert_eq!(misses, 1.0, "{metrics}");
+    // One lookup per tier consulted: every part misses memory (a fresh server), then the
+    // documents' chunks hit the disk tier.
+    let lookups = |label: &str| metric(&metrics, "a3kv:chunk_lookups_total", label);
+    assert_eq!(
+        lookups("tier=\"disk\",result=\"hit\"") as usize,
+        n_chunks,
+        "{metrics}"
+    );
+    // The one disk miss is the prompt prefix (system prompt + instruction), computed once.
+    assert_eq!(lookups("tier=\"disk\",result=\"miss\""), 1.0, "{metrics}");
+    assert_eq!(
+        lookups("tier=\"memory\",result=\"miss\"") as usize,
+        n_chunks + 1,
+        "{metrics}"
+    );
     assert_eq!(
         metric(&metrics, "a3kv:chunk_load_seconds_count", "tier=\"disk\"") as usize,
         n_chunks,

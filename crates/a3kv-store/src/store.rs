@@ -132,7 +132,7 @@ impl ChunkStore {
         if let Some(d) = self.memory_get(id, true) {
             return Ok(Some((d, Tier::Memory)));
         }
-        match self.read_lower(*id).await? {
+        match self.read_lower(*id, true).await? {
             Some(hit) => Ok(Some(hit)),
             None => {
                 self.inner.misses.fetch_add(1, Ordering::Relaxed);
@@ -160,6 +160,7 @@ impl ChunkStore {
     async fn read_lower(
         &self,
         id: ChunkId,
+        count: bool,
     ) -> Result<Option<(Arc<ChunkKvData>, Tier)>, StoreError> {
         if self.inner.tiers.is_empty() {
             return Ok(None);
@@ -168,7 +169,9 @@ impl ChunkStore {
         let found = tokio::task::spawn_blocking(move || {
             for (i, t) in tiers.iter().enumerate() {
                 let got = t.clone().read(&id);
-                count_lookup(t.tier(), got.is_some());
+                if count {
+                    count_lookup(t.tier(), got.is_some());
+                }
                 if let Some(d) = got {
                     let d = Arc::new(d);
                     write_back(&tiers[..i], &id, &d);
@@ -217,10 +220,10 @@ impl ChunkStore {
         })
     }
 
-    /// Returns the chunk from memory or disk, or runs `compute` (on a blocking thread) and
-    /// stores its result. Concurrent calls for the same id share one load or computation.
-    /// The computed chunk is in memory (if it fits) when this returns; its disk write finishes
-    /// in the background (see [`ChunkStore::flush`]).
+    /// Returns the chunk from memory or a lower tier, or runs `compute` (on a blocking thread)
+    /// and stores its result. Concurrent calls for the same id share one load or computation.
+    /// The computed chunk is in memory (if it fits) when this returns; its lower-tier writes
+    /// finish in the background (see [`ChunkStore::flush`]).
     ///
     /// # Errors
     /// [`StoreError::Compute`] if `compute` failed (every waiter of that flight gets it),
@@ -235,7 +238,38 @@ impl ChunkStore {
         F: FnOnce() -> Result<ChunkKvData, E> + Send + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
-        if let Some(d) = self.memory_get(&id, true) {
+        self.get_or_compute_counted(id, compute, true).await
+    }
+
+    /// [`ChunkStore::get_or_compute`] for a chunk whose lookup was already counted as a miss
+    /// by [`ChunkStore::stream_layers`]: the same single flight and re-checks, without
+    /// counting the same lookup twice in `a3kv:chunk_lookups_total`.
+    ///
+    /// # Errors
+    /// As [`ChunkStore::get_or_compute`].
+    pub async fn compute_missing<F, E>(
+        &self,
+        id: ChunkId,
+        compute: F,
+    ) -> Result<(Arc<ChunkKvData>, Source), StoreError>
+    where
+        F: FnOnce() -> Result<ChunkKvData, E> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.get_or_compute_counted(id, compute, false).await
+    }
+
+    async fn get_or_compute_counted<F, E>(
+        &self,
+        id: ChunkId,
+        compute: F,
+        count: bool,
+    ) -> Result<(Arc<ChunkKvData>, Source), StoreError>
+    where
+        F: FnOnce() -> Result<ChunkKvData, E> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        if let Some(d) = self.memory_get(&id, count) {
             return Ok((d, Source::Memory));
         }
         let mut compute = Some(compute);
@@ -248,7 +282,7 @@ impl ChunkStore {
                     };
                     let store = self.clone();
                     // A task of its own: a cancelled caller does not cancel the shared work.
-                    tokio::spawn(async move { store.run_flight(id, f, handle).await });
+                    tokio::spawn(async move { store.run_flight(id, f, handle, count).await });
                 }
                 None => {
                     self.inner.waits.fetch_add(1, Ordering::Relaxed);
@@ -268,11 +302,12 @@ impl ChunkStore {
         id: ChunkId,
         compute: F,
         handle: FlightHandle<ChunkId, FlightResult>,
+        count: bool,
     ) where
         F: FnOnce() -> Result<ChunkKvData, E> + Send + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let (result, leased) = self.load_or_compute(id, compute).await;
+        let (result, leased) = self.load_or_compute(id, compute, count).await;
         let to_write = match &result {
             Ok((d, Source::Computed)) => Some(d.clone()),
             _ => None,
@@ -301,6 +336,7 @@ impl ChunkStore {
         &self,
         id: ChunkId,
         compute: F,
+        count: bool,
     ) -> (FlightResult, Vec<Arc<dyn ChunkTier>>)
     where
         F: FnOnce() -> Result<ChunkKvData, E> + Send + 'static,
@@ -310,7 +346,7 @@ impl ChunkStore {
         if let Some(d) = self.memory_get(&id, false) {
             return (Ok((d, Source::Memory)), Vec::new());
         }
-        match self.read_lower(id).await {
+        match self.read_lower(id, count).await {
             Ok(Some((d, tier))) => return (Ok((d, tier.into())), Vec::new()),
             Ok(None) => {}
             Err(e) => return (Err(e), Vec::new()),
@@ -425,7 +461,7 @@ impl ChunkStore {
         if let PinResult::Pinned(generation, data) = self.mem().acquire_lease(id) {
             return Ok(Some(self.guard(*id, generation, data)));
         }
-        let Some((data, _)) = self.read_lower(*id).await? else {
+        let Some((data, _)) = self.read_lower(*id, true).await? else {
             return Ok(None);
         };
         let mut m = self.mem();

@@ -1,4 +1,5 @@
-//! `a3kv precompute --docs FILE.jsonl`: fills the configured chunk store's disk tier ahead
+//! `a3kv precompute --docs FILE.jsonl`: fills the configured chunk store's disk tier (or its
+//! Redis tier when there is no disk tier) ahead
 //! of serving. Each line is `{"id"?: "...", "text": "..."}`; every document is tokenised
 //! alone and split into chunks exactly as the server does, so a later request citing the
 //! same text finds its chunks on disk. Chunks already stored are verified (every layer's
@@ -135,9 +136,17 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
             budget_bytes,
         });
     }
-    let Some(disk) = store_cfg.disk.clone() else {
-        bail!("precompute fills the disk tier, and none is configured: pass --store-dir DIR or set [engine.store.disk] dir in the configuration");
+    // Where the chunks go: the disk tier (writing through to Redis when one is configured), or
+    // the Redis tier alone.
+    let target = match (&store_cfg.disk, &store_cfg.remote) {
+        (Some(d), _) => d.dir.display().to_string(),
+        (None, Some(r)) => r.url.clone(),
+        (None, None) => bail!(
+            "precompute fills the disk or Redis tier, and neither is configured: pass --store-dir DIR, \
+             or set [engine.store.disk] dir or [engine.store.remote] url in the configuration"
+        ),
     };
+    let to_disk = store_cfg.disk.is_some();
     // Chunks go straight to disk: holding them in memory here would only cost RAM.
     store_cfg.memory_budget_bytes = 0;
 
@@ -169,7 +178,7 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
     let fp = *model.fingerprint();
     let store = rt
         .block_on(ChunkStore::open(&store_cfg, fp.0))
-        .with_context(|| format!("opening the chunk store in {}", disk.dir.display()))?;
+        .with_context(|| format!("opening the chunk store in {target}"))?;
     if let Some(r) = store.recovery_report() {
         if !r.bad_files.is_empty() {
             eprintln!(
@@ -194,9 +203,10 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
             }
             summary.chunks += 1;
             let sid = store_id(&id);
-            if !store.contains(&sid) {
+            // Only the disk tier has a local index; a Redis tier is asked (and verified).
+            if to_disk && !store.contains(&sid) {
                 todo.push((d.line, ids, id));
-            } else if a.no_verify || rt.block_on(store.get(&sid))?.is_some() {
+            } else if (to_disk && a.no_verify) || rt.block_on(store.get(&sid))?.is_some() {
                 summary.skipped += 1;
             } else {
                 // The store logged why, removed the file and counted it.
@@ -224,13 +234,20 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
         let data = to_store(model, &kv)?;
         let bytes = data.size_bytes();
         let outcome = rt.block_on(store.put(store_id(&id), data, false))?;
-        if !outcome.disk {
+        if !(if to_disk {
+            outcome.disk
+        } else {
+            outcome.remote
+        }) {
             bail!(
-                "{}:{line}: writing chunk {} to {} failed (disk full or over the disk budget?); \
-                 {} chunk(s) were stored before it",
+                "{}:{line}: writing chunk {} to {target} failed ({}); {} chunk(s) were stored before it",
                 a.docs.display(),
                 id.to_hex(),
-                disk.dir.display(),
+                if to_disk {
+                    "disk full or over the disk budget?"
+                } else {
+                    "Redis unreachable, or the chunk over engine.store.remote.max_value_bytes?"
+                },
                 summary.computed
             );
         }
@@ -262,7 +279,7 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
             "{:.1} s, {:.1} tokens/s; store: {} (model fingerprint {})",
             secs,
             summary.computed_tokens as f64 / secs.max(1e-9),
-            disk.dir.display(),
+            target,
             fp
         );
     }

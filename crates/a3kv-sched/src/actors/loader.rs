@@ -137,19 +137,23 @@ fn report_corrupt(reported: &std::sync::atomic::AtomicU64, tier: &'static str, t
 }
 
 /// Finds a part in the store or computes it (single flight; the result is stored).
+/// `after_miss`: `stream_layers` already counted this lookup as a miss.
 async fn load_or_compute(
     shared: &Arc<Shared>,
     part: &Part,
+    after_miss: bool,
 ) -> Result<(Arc<ChunkKvData>, a3kv_store::Source), EngineError> {
     let model = shared.model.clone();
     let ids = part.ids.clone();
-    let got = shared
-        .store
-        .get_or_compute(part.id, move || -> Result<ChunkKvData, EngineError> {
-            let kv = precompute_chunk(&model, &ids, None)?;
-            to_store(&model, &kv)
-        })
-        .await?;
+    let compute = move || -> Result<ChunkKvData, EngineError> {
+        let kv = precompute_chunk(&model, &ids, None)?;
+        to_store(&model, &kv)
+    };
+    let got = if after_miss {
+        shared.store.compute_missing(part.id, compute).await?
+    } else {
+        shared.store.get_or_compute(part.id, compute).await?
+    };
     Ok(got)
 }
 
@@ -161,7 +165,7 @@ async fn recover(
     src: &mut Source,
     l: usize,
 ) -> Result<Arc<a3kv_store::LayerKv>, EngineError> {
-    let (data, _) = load_or_compute(shared, part).await?;
+    let (data, _) = load_or_compute(shared, part, false).await?;
     let layer = data
         .layers
         .get(l)
@@ -194,7 +198,7 @@ async fn stream_parts_inner(
                 sources.push(Source::Stream(s, t0));
             }
             None => {
-                let (data, src) = load_or_compute(shared, p).await?;
+                let (data, src) = load_or_compute(shared, p, true).await?;
                 metrics::histogram!(m::CHUNK_LOAD, "tier" => src.as_str())
                     .record(t0.elapsed().as_secs_f64());
                 tiers.push(src.as_str());
