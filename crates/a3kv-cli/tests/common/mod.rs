@@ -37,7 +37,7 @@ pub struct Response {
     pub status: u16,
     /// Status line and headers.
     pub head: String,
-    /// The body as sent (chunk framing included for chunked replies).
+    /// The body (a chunked one decoded).
     pub body: String,
 }
 
@@ -77,18 +77,52 @@ pub fn request(
     .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw);
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let body = raw.get(split + 4..).unwrap_or_default();
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    Response {
+    let mut r = Response {
         status,
-        head: head.to_string(),
-        body: body.to_string(),
+        head,
+        body: String::new(),
+    };
+    let chunked = r
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    r.body = String::from_utf8_lossy(&if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    })
+    .to_string();
+    r
+}
+
+/// The payload of a chunked body (what arrived of it, for a cut stream).
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size_field = String::from_utf8_lossy(&rest[..eol]);
+        let size_hex = size_field.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size_hex, 16) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        let end = (start + size).min(rest.len());
+        out.extend_from_slice(&rest[start..end]);
+        rest = rest.get(end + 2..).unwrap_or_default();
     }
+    out
 }
 
 /// One HTTP/1.1 request over a fresh loopback connection: `(status, body)`.
