@@ -330,6 +330,10 @@ fn fleet_routes_by_key_balances_without_it_survives_a_drain_and_stops_cleanly() 
         ["UP", "UP"],
         "fleet.env is written once every replica is up in the gateway"
     );
+    assert_eq!(
+        request(&gateway, "GET", "/gateway/health", &[], None).status,
+        200
+    );
 
     // (a) One routing key: every request on one replica. Sent by the real load generator
     // (one document in the pool, so one first document, one key).
@@ -456,6 +460,15 @@ fn fleet_routes_by_key_balances_without_it_survives_a_drain_and_stops_cleanly() 
     }
     let t_term = Instant::now();
     signal(pids[0], "TERM");
+    // Before the health checks notice, a request for r1 finds its listener closed and is
+    // retried on r2 (retry-on conn-failure, option redispatch); after, it is routed to r2.
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, replica) = chat(&gateway, Some(&r1_key));
+    assert_eq!(
+        (status, replica.as_str()),
+        (200, "r2"),
+        "right after SIGTERM"
+    );
     while gateway_states(&gateway).get("r1").map(String::as_str) != Some("DOWN") {
         assert!(
             t_term.elapsed() < Duration::from_secs(15),
