@@ -29,6 +29,8 @@
 # (1s), STREAM_TIMEOUT (10m), HARD_STOP_AFTER (60s; see scripts/gateway-config.sh),
 # STOP_TIMEOUT (90 s per stage), FLEET_DIR (target/fleet: logs, configs, fleet.env),
 # A3KV (target/release/a3kv, built if missing), HAPROXY (haproxy), REDIS_SERVER (redis-server).
+# Every replica reads the same CONFIG: give it no disk tier (engine.store.disk.dir), which
+# the replicas would share.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -40,11 +40,11 @@ cat <<EOF
 # Gateway drain: SIGUSR1 (to the process, or to the master in master-worker mode -W) is the
 # soft stop: HAProxy unbinds its listener at once (new connections are refused), lets every
 # request and stream already in flight finish, and exits when the last connection closes, or
-# after hard-stop-after (below) at the latest. SIGTERM and SIGINT are the hard stop: HAProxy
-# exits immediately and closes every connection, streams included. In master-worker mode the
-# master passes SIGUSR1, SIGTERM and SIGINT on to its workers with the same meaning, and
-# SIGUSR2 reloads the configuration (old workers soft-stop). So drain the gateway with
-# "kill -USR1", never "kill" (scripts/fleet.sh does this on Ctrl-C and SIGTERM).
+# after hard-stop-after (below) at the latest. SIGTERM is the hard stop: HAProxy exits
+# immediately and closes every connection, streams included. In master-worker mode the
+# master passes SIGUSR1 and SIGTERM on to its workers with the same meaning, and SIGUSR2
+# reloads the configuration (old workers soft-stop). So drain the gateway with "kill -USR1",
+# never a plain "kill" (scripts/fleet.sh does this on Ctrl-C and SIGTERM).
 
 global
     # Bounds the soft stop: streams still open this long after SIGUSR1 are cut.
