@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine, and is safe to re-run:
-# Debian packages (prometheus + promtool for the metrics tests), the Python `openai` client
+# Debian packages (prometheus + promtool for the metrics tests, haproxy and redis-server for
+# the fleet: scripts/fleet.sh and the gateway test), the Python `openai` client
 # (the OpenAI-compatibility test), then the model and the QA data (hash-checked, into the
 # git-ignored models/ and data/). Used by scripts/test.sh (the README's test command) and CI.
 set -euo pipefail
@@ -21,9 +22,11 @@ as_root() {
 # Debian packages, installed only when one of their commands is missing.
 # Each entry: "command package".
 need=()
-for pair in "promtool prometheus" "prometheus prometheus"; do
+for pair in "promtool prometheus" "prometheus prometheus" "haproxy haproxy" \
+  "redis-server redis-server"; do
   set -- $pair
-  if ! command -v "$1" >/dev/null && [[ " ${need[*]} " != *" $2 "* ]]; then
+  # /usr/sbin (haproxy) is not on a normal user's PATH.
+  if ! command -v "$1" >/dev/null && [ ! -x "/usr/sbin/$1" ] && [[ " ${need[*]} " != *" $2 "* ]]; then
     need+=("$2")
   fi
 done

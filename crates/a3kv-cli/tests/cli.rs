@@ -1,26 +1,9 @@
 //! The real `a3kv` binary on the real default model.
 
+mod common;
+
+use common::{a3kv, http, metric, model_present};
 use std::process::Command;
-
-fn model_present() -> bool {
-    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must fetch the model (scripts/fetch-model.sh)"
-    );
-    eprintln!("SKIP: model absent; run scripts/fetch-model.sh");
-    false
-}
-
-fn a3kv() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_a3kv"));
-    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    c
-}
 
 /// Runs `cmd` and fails the test with its stderr unless it succeeds.
 fn succeed(cmd: &mut Command) -> std::process::Output {
@@ -444,42 +427,6 @@ fn eval_shards_of_five_hotpotqa_items_run_every_method_and_merge_into_one_json()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("appears twice"));
-}
-
-/// One HTTP/1.1 request over a fresh loopback connection: `(status, body)`.
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
-        .unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
-/// Sum of a Prometheus sample family's values whose label set contains `labels`.
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
 }
 
 /// Kills the server when the test ends, however it ends.

@@ -3,25 +3,14 @@
 //! pass every check (RSS and fd growth, no failed request, counters agree) and write its
 //! summary.
 
+mod common;
+
+use common::model_present;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Upper bound on the whole script: 60 s of load plus start-up, priming and drain.
 const LIMIT: Duration = Duration::from_secs(900);
-
-fn model_present() -> bool {
-    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must fetch the model (scripts/fetch-model.sh)"
-    );
-    eprintln!("SKIP: model absent; run scripts/fetch-model.sh");
-    false
-}
 
 #[test]
 fn soak_script_passes_for_60_seconds() {

@@ -108,6 +108,14 @@ pub struct LoadgenArgs {
     /// Put the documents into the prompt text (servers without the documents extension).
     #[arg(long)]
     pub inline_documents: bool,
+    /// Send this header (e.g. x-a3kv-route) on every request with a routing key for a
+    /// chunk-aware gateway: the id of the request's first cited document. Documents are
+    /// Zipf-popular and cited most popular first (unless --shuffle-docs), so requests citing a
+    /// popular document hash to the replica holding its chunks. Requests without documents
+    /// carry no header. With --precompute, each document is stored through a PUT carrying its
+    /// own id as the key, so it lands on the replica its requests route to.
+    #[arg(long, value_name = "NAME")]
+    pub route_header: Option<String>,
 
     /// Per-request timeout (connect + whole stream), seconds.
     #[arg(long, default_value_t = 60.0)]

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::cancel::{CancelAt, CancelPlan};
 use crate::record::{FusionUsage, RequestErrorKind, RequestRecord};
+use crate::route::RouteHeader;
 use crate::sse::{parse_chunk, SseParser};
 use crate::workload::{RequestSpec, Workload};
 use crate::LoadgenError;
@@ -43,6 +44,9 @@ pub struct ClientConfig {
     pub method_mix: Vec<String>,
     /// Which requests the client abandons on purpose.
     pub cancel: CancelPlan,
+    /// `--route-header`: the header carrying each request's routing key (the first cited
+    /// document's id, see [`crate::route`]); none when `None`.
+    pub route_header: Option<String>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -157,12 +161,13 @@ struct Progress {
 pub struct LoadClient {
     http: reqwest::Client,
     cfg: ClientConfig,
+    route: Option<RouteHeader>,
 }
 
 impl LoadClient {
     /// Builds the client (no proxies: targets are usually local). Errors with
-    /// [`LoadgenError::InvalidArgs`] for a non-http(s) endpoint and
-    /// [`LoadgenError::HttpClient`] if reqwest cannot be set up.
+    /// [`LoadgenError::InvalidArgs`] for a non-http(s) endpoint or a bad route header name,
+    /// and [`LoadgenError::HttpClient`] if reqwest cannot be set up.
     pub fn new(cfg: ClientConfig) -> Result<Self, LoadgenError> {
         let url = reqwest::Url::parse(&cfg.endpoint)
             .map_err(|e| LoadgenError::InvalidArgs(format!("--target {:?}: {e}", cfg.endpoint)))?;
@@ -172,11 +177,30 @@ impl LoadClient {
                 cfg.endpoint
             )));
         }
+        let route = cfg
+            .route_header
+            .as_deref()
+            .map(RouteHeader::parse)
+            .transpose()?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(cfg.request_timeout.min(MAX_CONNECT_TIMEOUT))
             .build()?;
-        Ok(Self { http, cfg })
+        Ok(Self { http, cfg, route })
+    }
+
+    /// The `POST` of `body` for request `spec`, with the routing header when configured.
+    pub fn post(
+        &self,
+        workload: &Workload,
+        spec: &RequestSpec,
+        body: &ChatRequest<'_>,
+    ) -> reqwest::RequestBuilder {
+        let req = self.http.post(&self.cfg.endpoint).json(body);
+        match self.route.as_ref().and_then(|r| r.header(workload, spec)) {
+            Some((name, value)) => req.header(name, value),
+            None => req,
+        }
     }
 
     /// The configuration.
@@ -193,13 +217,14 @@ impl LoadClient {
         sent_at_secs: f64,
     ) -> RequestRecord {
         let body = self.cfg.body(workload, spec);
+        let request = self.post(workload, spec, &body);
         let cancel = self.cfg.cancel.for_request(spec.index);
         let start = Instant::now();
         let mut p = Progress::default();
         let cut_at_first_token = cancel == Some(CancelAt::FirstToken);
         let run = tokio::time::timeout(
             self.cfg.request_timeout,
-            self.exchange(&body, &mut p, cut_at_first_token),
+            self.exchange(request, &mut p, cut_at_first_token),
         );
         let outcome = match cancel {
             // Dropping the exchange drops the connection: the server sees the client leave.
@@ -241,17 +266,11 @@ impl LoadClient {
     /// stream) as soon as a content token arrives before `[DONE]`.
     async fn exchange(
         &self,
-        body: &ChatRequest<'_>,
+        request: reqwest::RequestBuilder,
         p: &mut Progress,
         cut_at_first_token: bool,
     ) -> Result<(), RequestErrorKind> {
-        let resp = self
-            .http
-            .post(&self.cfg.endpoint)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
+        let resp = request.send().await.map_err(|e| classify(&e))?;
         let status = resp.status();
         p.status = Some(status.as_u16());
         if !status.is_success() {
@@ -359,6 +378,7 @@ mod tests {
             ignore_eos: false,
             method_mix: vec![],
             cancel: CancelPlan::none(),
+            route_header: None,
         }
     }
 
@@ -420,6 +440,47 @@ mod tests {
         let content = v["messages"][0]["content"].as_str().unwrap();
         assert!(content.contains(&w.doc(spec.docs[1]).unwrap().text));
         assert!(content.ends_with(&spec.question));
+    }
+
+    /// The routing header of the request as built for sending.
+    fn route_of(c: &ClientConfig, w: &Workload, i: usize) -> Option<String> {
+        let client = LoadClient::new(c.clone()).unwrap();
+        let spec = w.request(i);
+        let body = c.body(w, &spec);
+        let req = client.post(w, &spec, &body).build().unwrap();
+        assert_eq!(req.method(), reqwest::Method::POST);
+        req.headers()
+            .get("x-a3kv-route")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn route_header_only_with_the_flag_and_keyed_by_the_first_document() {
+        let w = workload();
+        let mut c = cfg(false);
+        for i in 0..20 {
+            assert_eq!(
+                route_of(&c, &w, i),
+                None,
+                "no header without --route-header"
+            );
+        }
+        c.route_header = Some("x-a3kv-route".into());
+        let mut by_first_doc = std::collections::HashMap::new();
+        for i in 0..40 {
+            let spec = w.request(i);
+            let key = route_of(&c, &w, i).expect("header set with --route-header");
+            assert_eq!(key, w.doc(spec.docs[0]).unwrap().id);
+            if let Some(prev) = by_first_doc.insert(spec.docs[0], key.clone()) {
+                assert_eq!(prev, key, "same first document, same key");
+            }
+        }
+        // Inlined documents carry the same key: routing does not depend on the body shape.
+        let mut inline = cfg(true);
+        inline.route_header = c.route_header.clone();
+        assert_eq!(route_of(&inline, &w, 3), route_of(&c, &w, 3));
+        c.route_header = Some("bad header".into());
+        assert!(LoadClient::new(c).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::args::{ArrivalKind, LoadgenArgs};
 use crate::arrival::ArrivalProcess;
 use crate::cancel::CancelPlan;
 use crate::client::ClientConfig;
+use crate::route::RouteHeader;
 use crate::runner::RunPlan;
 use crate::stats::Slo;
 use crate::trace::StopRule;
@@ -148,6 +149,10 @@ impl ValidConfig {
         };
         let mode = mode(args, &arrival, &slo)?;
         let precompute_url = args.precompute.then(|| format!("{target}/v1/chunks"));
+        let route_header = match &args.route_header {
+            Some(name) => Some(RouteHeader::parse(name)?.name().as_str().to_string()),
+            None => None,
+        };
         Ok(Self {
             precompute_url,
             models_url: format!("{target}/v1/models"),
@@ -165,6 +170,7 @@ impl ValidConfig {
                     max_delay_secs: args.cancel_max_delay_secs,
                     seed: args.seed,
                 },
+                route_header,
             },
             workload: WorkloadSpec {
                 num_docs: args.num_docs,
@@ -332,6 +338,15 @@ mod tests {
             }
         );
         assert_eq!(parse(&[]).unwrap().client.cancel.fraction, 0.0);
+    }
+
+    #[test]
+    fn route_header_is_validated_and_lower_cased() {
+        assert_eq!(parse(&[]).unwrap().client.route_header, None);
+        let c = parse(&["--route-header", "X-A3KV-Route"]).unwrap();
+        assert_eq!(c.client.route_header.as_deref(), Some("x-a3kv-route"));
+        let e = parse(&["--route-header", "no spaces"]).unwrap_err();
+        assert!(e.to_string().contains("--route-header"), "{e}");
     }
 
     #[test]

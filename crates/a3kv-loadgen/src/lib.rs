@@ -5,7 +5,8 @@
 //! streamed `POST /v1/chat/completions` with the documents in the a3kv `documents` extension
 //! (or inlined). TTFT, TPOT, ITL, E2E, throughput, goodput and errors by kind are reported as a
 //! table and JSON. `--compare` replays the same trace per fusion method; `--sweep-rate` finds
-//! the highest rate meeting the SLO per method.
+//! the highest rate meeting the SLO per method. `--route-header` puts a routing key (the first
+//! cited document's id, [`route`]) on every request for a chunk-aware gateway.
 //!
 //! The trace is a pure function of the seed (`workload`, `arrival`, `trace`); sending lives in
 //! `client` and `runner`; numbers in `stats`, `report`, `compare`, `sweep`.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod precompute;
 pub mod record;
 pub mod report;
+pub mod route;
 pub mod runner;
 pub mod session;
 pub mod sse;
@@ -49,6 +51,7 @@ pub use dist::LengthDist;
 pub use error::LoadgenError;
 pub use record::{RequestErrorKind, RequestRecord};
 pub use report::{print_report, LoadReport, RunReport};
+pub use route::{route_key, RouteHeader, DEFAULT_ROUTE_HEADER};
 pub use stats::{Distribution, RunSummary, Slo};
 pub use sweep::SweepReport;
 pub use trace::{StopRule, Trace};
@@ -87,10 +90,17 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
     .map_err(|e| LoadgenError::InvalidArgs(format!("corpus loader failed: {e}")))??;
     let workload = Arc::new(Workload::new(cfg.workload.clone(), corpus)?);
     let settings = report::Settings::new(&cfg, workload.corpus_source());
+    let route = cfg
+        .client
+        .route_header
+        .as_deref()
+        .map(RouteHeader::parse)
+        .transpose()?;
     let precompute = match &cfg.precompute_url {
-        Some(url) => {
-            Some(precompute::precompute_pool(url, &workload, cfg.client.request_timeout).await?)
-        }
+        Some(url) => Some(
+            precompute::precompute_pool(url, &workload, cfg.client.request_timeout, route.as_ref())
+                .await?,
+        ),
         None => None,
     };
     let session = Session {

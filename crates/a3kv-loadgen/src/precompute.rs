@@ -1,12 +1,17 @@
 //! `--precompute`: before the trace runs, stores every pool document on the server through
 //! the a3kv chunk API (`PUT /v1/chunks`, in batches), so the measured run sees warm chunks —
 //! the steady state of a RAG deployment whose corpus is indexed ahead of queries.
+//!
+//! With `--route-header`, each document goes in its own `PUT` carrying its id as the routing
+//! key ([`crate::route`]), so a chunk-aware gateway stores it on the replica that requests
+//! citing it first are routed to.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
 
+use crate::route::RouteHeader;
 use crate::workload::Workload;
 use crate::LoadgenError;
 
@@ -22,17 +27,20 @@ pub struct PrecomputeReport {
     pub secs: f64,
 }
 
-/// PUTs the pool to `url` (the server's `/v1/chunks`). Any non-2xx reply stops the run with
+/// PUTs the pool to `url` (the server's `/v1/chunks`), [`BATCH`] documents at a time, or one
+/// at a time with its routing header when `route` is set. Any non-2xx reply stops the run with
 /// the server's message: a run on a half-stored pool would measure the wrong thing.
 pub async fn precompute_pool(
     url: &str,
     workload: &Workload,
     timeout: Duration,
+    route: Option<&RouteHeader>,
 ) -> Result<PrecomputeReport, LoadgenError> {
     let http = reqwest::Client::builder().timeout(timeout).build()?;
     let t0 = Instant::now();
     let docs = workload.docs();
-    for (b, batch) in docs.chunks(BATCH).enumerate() {
+    let batch_size = if route.is_some() { 1 } else { BATCH };
+    for (b, batch) in docs.chunks(batch_size).enumerate() {
         let body = json!({
             "documents": batch
                 .iter()
@@ -43,16 +51,17 @@ pub async fn precompute_pool(
             url: url.to_string(),
             message: format!(
                 "documents {}..{}: {message}",
-                b * BATCH,
-                b * BATCH + batch.len()
+                b * batch_size,
+                b * batch_size + batch.len()
             ),
         };
-        let resp = http
-            .put(url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let mut put = http.put(url).json(&body);
+        if let (Some(route), [doc]) = (route, batch) {
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&doc.id) {
+                put = put.header(route.name().clone(), value);
+            }
+        }
+        let resp = put.send().await.map_err(|e| fail(e.to_string()))?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();

@@ -47,6 +47,8 @@ pub struct Settings {
     pub method_mix: Vec<String>,
     /// `--cancel-fraction` and the longest delay of time-based cancellations.
     pub cancel: crate::cancel::CancelPlan,
+    /// `--route-header`: the header carrying the routing key, if any.
+    pub route_header: Option<String>,
     /// Goodput SLO.
     pub slo: Slo,
     /// Sweep pass threshold.
@@ -73,6 +75,7 @@ impl Settings {
             recompute_ratio: cfg.client.recompute_ratio,
             method_mix: cfg.client.method_mix.clone(),
             cancel: cfg.client.cancel,
+            route_header: cfg.client.route_header.clone(),
             slo: cfg.slo,
             slo_attainment: cfg.slo_attainment,
             mode: cfg.mode.clone(),
