@@ -27,7 +27,7 @@ pub const SELECTION_TIME: &str = "a3kv:fusion_selection_seconds";
 pub const RECOMPUTE_RATIO: &str = "a3kv:fusion_recompute_ratio";
 /// `a3kv:fusion_tokens_total{kind=reused|recomputed|fresh}`.
 pub const FUSION_TOKENS: &str = "a3kv:fusion_tokens_total";
-/// `a3kv:chunk_lookups_total{tier=memory|disk|remote, result=hit|miss}` — one per tier
+/// `a3kv:chunk_lookups_total{tier=memory|disk|remote, result=hit|miss|error}` — one per tier
 /// consulted (recorded by the store).
 pub const CHUNK_LOOKUPS: &str = a3kv_store::CHUNK_LOOKUPS;
 /// `a3kv:remote_get_seconds` — one Redis GET (a chunk header or one layer).
@@ -143,7 +143,7 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         CHUNK_LOOKUPS,
-        "Chunk lookups per store tier consulted (memory, disk, remote), by result: hit or miss."
+        "Chunk lookups per store tier consulted (memory, disk, remote), by result: hit, miss, or error (the tier could not be asked)."
     );
     describe_histogram!(
         REMOTE_GET,

@@ -28,6 +28,9 @@ pub fn install(cfg: &MetricsSection) -> Result<PrometheusHandle, ServeError> {
             &cfg.latency_buckets_secs
         } else if default == names::RATIO_BUCKETS {
             &cfg.ratio_buckets
+        } else if default == names::REMOTE_BUCKETS_SECS {
+            // Single Redis calls: sub-millisecond resolution, not configurable.
+            default
         } else {
             &cfg.size_buckets
         };
@@ -42,6 +45,21 @@ pub fn install(cfg: &MetricsSection) -> Result<PrometheusHandle, ServeError> {
     // Zero-valued series so dashboards and alerts see every metric from the first scrape.
     metrics::gauge!(names::RUNNING).set(0.0);
     metrics::gauge!(names::WAITING).set(0.0);
+    // The shared tier's series exist on every replica (zero without Redis), so the fleet
+    // dashboard row and alerts see them before the first call or error.
+    metrics::gauge!(names::REMOTE_BREAKER_OPEN).set(0.0);
+    for op in ["get", "put", "lease", "delete", "connect"] {
+        metrics::counter!(names::REMOTE_ERRORS, "op" => op).absolute(0);
+    }
+    for tier in ["memory", "disk", "remote"] {
+        for result in ["hit", "miss", "error"] {
+            metrics::counter!(names::CHUNK_LOOKUPS, "tier" => tier, "result" => result).absolute(0);
+        }
+    }
+    for h in [names::REMOTE_GET, names::REMOTE_PUT] {
+        // Registering the histogram renders its (empty) buckets.
+        let _ = metrics::histogram!(h);
+    }
     *slot = Some(handle.clone());
     Ok(handle)
 }

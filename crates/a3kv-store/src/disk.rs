@@ -20,7 +20,7 @@ use crate::format::{self, ChunkReader, ReadFailure};
 use crate::id::{to_hex, ChunkId};
 use crate::recovery::{self, RecoveryReport, CHUNK_EXT, TEMP_SUFFIX};
 use crate::stats::{Tier, TierStats};
-use crate::tier::{ChunkTier, TierReader, TierSnapshot};
+use crate::tier::{ChunkTier, Found, TierReader, TierSnapshot};
 
 /// Name of the lock file that makes one store the owner of a directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -442,18 +442,20 @@ impl ChunkTier for DiskTier {
         DiskTier::touch(self, id);
     }
 
-    fn open(self: Arc<Self>, id: &ChunkId) -> Option<Box<dyn TierReader>> {
-        let open = self.open_chunk(id)?;
-        Some(Box::new(DiskReader {
+    fn open(self: Arc<Self>, id: &ChunkId) -> Found<Box<dyn TierReader>> {
+        let Some(open) = self.open_chunk(id) else {
+            return Found::Miss;
+        };
+        Found::Hit(Box::new(DiskReader {
             tier: self,
             id: *id,
             open,
         }))
     }
 
-    fn read(self: Arc<Self>, id: &ChunkId) -> Option<ChunkKvData> {
+    fn read(self: Arc<Self>, id: &ChunkId) -> Found<ChunkKvData> {
         // Several threads per load (see `load.rs`), unlike the default layer-by-layer read.
-        DiskTier::read(&self, id)
+        DiskTier::read(&self, id).map_or(Found::Miss, Found::Hit)
     }
 
     fn write(&self, id: &ChunkId, data: &ChunkKvData) -> bool {

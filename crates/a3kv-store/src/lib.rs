@@ -67,4 +67,4 @@ pub use redis_tier::{REMOTE_BREAKER_OPEN, REMOTE_ERRORS, REMOTE_GET_SECONDS, REM
 pub use stats::{Source, StoreStats, Tier, TierStats};
 pub use store::{ChunkStore, PutOutcome, CHUNK_LOOKUPS};
 pub use stream::{LayerItem, LayerStream};
-pub use tier::{ChunkTier, Lease, TierReader, TierSnapshot};
+pub use tier::{ChunkTier, Found, Lease, TierReader, TierSnapshot};

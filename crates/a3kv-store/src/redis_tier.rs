@@ -35,7 +35,7 @@ use crate::error::{CorruptReason, StoreError};
 use crate::format::{self, Header};
 use crate::id::{to_hex, ChunkId};
 use crate::stats::{Tier, TierStats};
-use crate::tier::{millis, ChunkTier, Lease, TierReader, TierSnapshot};
+use crate::tier::{millis, ChunkTier, Found, Lease, TierReader, TierSnapshot};
 
 /// Histogram: one Redis `GET` (a header or one layer), seconds.
 pub const REMOTE_GET_SECONDS: &str = "a3kv:remote_get_seconds";
@@ -287,24 +287,24 @@ impl RedisTier {
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reads and verifies `id`'s header; `None` is a miss (counted).
-    fn open_header(&self, id: &ChunkId) -> Option<Header> {
+    /// Reads and verifies `id`'s header (counted).
+    fn open_header(&self, id: &ChunkId) -> Found<Header> {
         let bytes = match self.get(&self.key(id, "h")) {
             Ok(Some(b)) => b,
             Ok(None) => {
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                return None;
+                return Found::Miss;
             }
             Err(_) => {
                 self.read_error();
-                return None;
+                return Found::Unavailable;
             }
         };
         match format::parse_header_value(&bytes, id, &self.fingerprint) {
-            Ok(h) => Some(h),
+            Ok(h) => Found::Hit(h),
             Err(reason) => {
                 self.reject(id, MAX_LAYERS_BLIND_DELETE, &reason);
-                None
+                Found::Miss
             }
         }
     }
@@ -369,13 +369,16 @@ impl ChunkTier for RedisTier {
         Tier::Remote
     }
 
-    fn open(self: Arc<Self>, id: &ChunkId) -> Option<Box<dyn TierReader>> {
-        let header = self.open_header(id)?;
-        Some(Box::new(RedisReader {
-            tier: self,
-            id: *id,
-            header,
-        }))
+    fn open(self: Arc<Self>, id: &ChunkId) -> Found<Box<dyn TierReader>> {
+        match self.open_header(id) {
+            Found::Hit(header) => Found::Hit(Box::new(RedisReader {
+                tier: self,
+                id: *id,
+                header,
+            })),
+            Found::Miss => Found::Miss,
+            Found::Unavailable => Found::Unavailable,
+        }
     }
 
     fn write(&self, id: &ChunkId, data: &ChunkKvData) -> bool {
@@ -499,7 +502,7 @@ impl ChunkTier for RedisTier {
         });
     }
 
-    fn wait_and_open(self: Arc<Self>, id: &ChunkId) -> Option<Box<dyn TierReader>> {
+    fn wait_and_open(self: Arc<Self>, id: &ChunkId) -> Found<Box<dyn TierReader>> {
         let deadline = Instant::now() + millis(self.cfg.lease_wait_ms);
         let (h, lease) = (self.key(id, "h"), self.key(id, "lease"));
         let mut pause = Duration::from_millis(10);
@@ -521,7 +524,7 @@ impl ChunkTier for RedisTier {
                     return self.open(id);
                 }
                 // The holder gave up (failed or died and the lease expired): compute here.
-                Ok((false, false)) => return None,
+                Ok((false, false)) => return Found::Miss,
                 Ok((false, true)) if Instant::now() < deadline => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(100));
@@ -531,9 +534,9 @@ impl ChunkTier for RedisTier {
                         .lease_waits_timeout
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(chunk = %id, wait_ms = self.cfg.lease_wait_ms, "another replica's chunk computation did not finish in time; computing here");
-                    return None;
+                    return Found::Miss;
                 }
-                Err(_) => return None,
+                Err(_) => return Found::Unavailable,
             }
         }
     }

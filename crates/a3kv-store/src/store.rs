@@ -24,13 +24,13 @@ use crate::redis_tier::RedisTier;
 use crate::single_flight::{wait_for, FlightHandle, SingleFlight};
 use crate::stats::{Source, StoreStats, Tier, TierStats};
 use crate::stream::{LayerItem, LayerStream};
-use crate::tier::{ChunkTier, Lease, TierReader};
+use crate::tier::{ChunkTier, Found, Lease, TierReader};
 
-/// `a3kv:chunk_lookups_total{tier, result}`: one per tier consulted (`result` = hit | miss).
+/// `a3kv:chunk_lookups_total{tier, result}`: one per tier consulted (`result` = hit | miss |
+/// error, the last for a tier that could not be asked).
 pub const CHUNK_LOOKUPS: &str = "a3kv:chunk_lookups_total";
 
-fn count_lookup(tier: Tier, hit: bool) {
-    let result = if hit { "hit" } else { "miss" };
+fn count_lookup(tier: Tier, result: &'static str) {
     metrics::counter!(CHUNK_LOOKUPS, "tier" => tier.as_str(), "result" => result).increment(1);
 }
 
@@ -145,7 +145,7 @@ impl ChunkStore {
     fn memory_get(&self, id: &ChunkId, count_miss: bool) -> Option<Arc<ChunkKvData>> {
         let hit = self.mem().get(id, count_miss);
         if hit.is_some() || count_miss {
-            count_lookup(Tier::Memory, hit.is_some());
+            count_lookup(Tier::Memory, if hit.is_some() { "hit" } else { "miss" });
         }
         if hit.is_some() {
             for t in self.inner.tiers.iter() {
@@ -170,9 +170,9 @@ impl ChunkStore {
             for (i, t) in tiers.iter().enumerate() {
                 let got = t.clone().read(&id);
                 if count {
-                    count_lookup(t.tier(), got.is_some());
+                    count_lookup(t.tier(), got.label());
                 }
-                if let Some(d) = got {
+                if let Found::Hit(d) = got {
                     let d = Arc::new(d);
                     write_back(&tiers[..i], &id, &d);
                     return Some((d, t.tier()));
@@ -385,8 +385,11 @@ impl ChunkStore {
                 match t.lease(&id) {
                     Lease::Granted => leased.push(t.clone()),
                     Lease::HeldElsewhere => {
-                        if let Some(d) =
-                            t.clone().wait_and_open(&id).and_then(crate::tier::read_all)
+                        if let Some(d) = t
+                            .clone()
+                            .wait_and_open(&id)
+                            .hit()
+                            .and_then(crate::tier::read_all)
                         {
                             for l in &leased {
                                 l.release(&id);
@@ -429,8 +432,8 @@ impl ChunkStore {
         let opened = tokio::task::spawn_blocking(move || {
             for (i, t) in tiers.iter().enumerate() {
                 let reader = t.clone().open(&id);
-                count_lookup(t.tier(), reader.is_some());
-                if let Some(reader) = reader {
+                count_lookup(t.tier(), reader.label());
+                if let Found::Hit(reader) = reader {
                     return Some((i, reader));
                 }
             }

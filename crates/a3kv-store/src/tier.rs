@@ -33,14 +33,16 @@ pub trait ChunkTier: Send + Sync + fmt::Debug {
     /// Marks `id` as just used (a memory hit keeps lower copies warm). Must not block long.
     fn touch(&self, _id: &ChunkId) {}
 
-    /// Opens `id` for a layer-by-layer read with its header verified; `None` is a miss
-    /// (counted by the tier).
-    fn open(self: Arc<Self>, id: &ChunkId) -> Option<Box<dyn TierReader>>;
+    /// Opens `id` for a layer-by-layer read with its header verified (counted by the tier).
+    fn open(self: Arc<Self>, id: &ChunkId) -> Found<Box<dyn TierReader>>;
 
-    /// Reads and verifies a whole chunk; `None` is a miss.
-    fn read(self: Arc<Self>, id: &ChunkId) -> Option<ChunkKvData> {
-        let reader = self.open(id)?;
-        read_all(reader)
+    /// Reads and verifies a whole chunk.
+    fn read(self: Arc<Self>, id: &ChunkId) -> Found<ChunkKvData> {
+        match self.open(id) {
+            Found::Hit(reader) => read_all(reader).map_or(Found::Miss, Found::Hit),
+            Found::Miss => Found::Miss,
+            Found::Unavailable => Found::Unavailable,
+        }
     }
 
     /// Stores a validated chunk; returns whether it is now held (false: over budget, too large
@@ -66,9 +68,39 @@ pub trait ChunkTier: Send + Sync + fmt::Debug {
     fn release(&self, _id: &ChunkId) {}
 
     /// After [`Lease::HeldElsewhere`]: waits up to the tier's lease wait for the holder to
-    /// publish `id`, then opens it; `None` when it did not appear in time (compute locally).
-    fn wait_and_open(self: Arc<Self>, _id: &ChunkId) -> Option<Box<dyn TierReader>> {
-        None
+    /// publish `id`, then opens it; not a hit when it did not appear in time (compute locally).
+    fn wait_and_open(self: Arc<Self>, _id: &ChunkId) -> Found<Box<dyn TierReader>> {
+        Found::Miss
+    }
+}
+
+/// The outcome of a lookup in one tier (the `result` label of `a3kv:chunk_lookups_total`).
+#[derive(Debug)]
+pub enum Found<T> {
+    /// Present and verified (so far: a reader verifies each layer as it reads it).
+    Hit(T),
+    /// Absent, or present but corrupt or of another model (then removed).
+    Miss,
+    /// The tier could not be asked: unreachable, timed out, circuit breaker open.
+    Unavailable,
+}
+
+impl<T> Found<T> {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Hit(_) => "hit",
+            Self::Miss => "miss",
+            Self::Unavailable => "error",
+        }
+    }
+
+    /// The value of a hit.
+    pub fn hit(self) -> Option<T> {
+        match self {
+            Self::Hit(t) => Some(t),
+            Self::Miss | Self::Unavailable => None,
+        }
     }
 }
 
