@@ -526,9 +526,12 @@ impl ChunkStore {
             crate::documents::encode(id, chunks),
         );
         Ok(tokio::task::spawn_blocking(move || {
-            tiers
-                .iter()
-                .fold(false, |any, t| t.put_record(&key, &value) || any)
+            // Every tier, not the first that succeeds.
+            let mut any = false;
+            for t in tiers.iter() {
+                any |= t.put_record(&key, &value);
+            }
+            any
         })
         .await?)
     }
@@ -568,9 +571,11 @@ impl ChunkStore {
         let tiers = self.inner.tiers.clone();
         let key = crate::documents::record_key(id);
         Ok(tokio::task::spawn_blocking(move || {
-            tiers
-                .iter()
-                .fold(false, |any, t| t.remove_record(&key) || any)
+            let mut any = false;
+            for t in tiers.iter() {
+                any |= t.remove_record(&key);
+            }
+            any
         })
         .await?)
     }

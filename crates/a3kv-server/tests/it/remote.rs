@@ -10,26 +10,10 @@ use std::time::Duration;
 use a3kv_store::RemoteConfig;
 use serde_json::Value;
 
-use crate::common::{base, client, lock, metric_sum, model_path, rag_chat, scrape, test_config};
+use crate::common::{ask_eiffel, base, client, lock, metric_sum, model_path, scrape, test_config};
 
 #[path = "../../../a3kv-store/tests/support/redis.rs"]
 mod redis_support;
-
-async fn ask(addr: std::net::SocketAddr) -> String {
-    let r = client()
-        .post(format!("{}/v1/chat/completions", base(addr)))
-        .json(&rag_chat("Where is the Eiffel Tower?", 8, false))
-        .send()
-        .await
-        .expect("send");
-    let status = r.status();
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(status, 200, "{v}");
-    v.pointer("/choices/0/message/content")
-        .and_then(Value::as_str)
-        .expect("content")
-        .to_string()
-}
 
 fn lookups(m: &str, tier: &str, result: &str) -> f64 {
     metric_sum(
@@ -59,7 +43,7 @@ async fn replicas_share_chunks_through_redis_and_survive_its_loss() {
     let h = a3kv_server::start(cfg.clone(), false)
         .await
         .expect("starts");
-    let expected = ask(h.addr).await;
+    let expected = ask_eiffel(h.addr).await;
     let t0 = std::time::Instant::now();
     // Prefix + two documents: a header and one value per layer each.
     while redis.keys().iter().filter(|k| k.ends_with(":h")).count() < 3 {
@@ -76,7 +60,7 @@ async fn replicas_share_chunks_through_redis_and_survive_its_loss() {
         .expect("starts");
     let before = scrape(h.addr).await;
     assert_eq!(
-        ask(h.addr).await,
+        ask_eiffel(h.addr).await,
         expected,
         "same answer from shared chunks"
     );
@@ -97,8 +81,12 @@ async fn replicas_share_chunks_through_redis_and_survive_its_loss() {
         .expect("starts without Redis");
     let before = scrape(h.addr).await;
     let t0 = std::time::Instant::now();
-    assert_eq!(ask(h.addr).await, expected, "same answer without Redis");
-    assert_eq!(ask(h.addr).await, expected);
+    assert_eq!(
+        ask_eiffel(h.addr).await,
+        expected,
+        "same answer without Redis"
+    );
+    assert_eq!(ask_eiffel(h.addr).await, expected);
     assert!(t0.elapsed() < Duration::from_secs(60));
     let after = scrape(h.addr).await;
     let errors = metric_sum(&after, "a3kv:remote_errors_total", "")
