@@ -41,6 +41,8 @@ pub struct EngineConfig {
     /// Turns the recompute batcher off (each request's selective layers run alone); for
     /// benchmarks. Default true.
     pub batching: bool,
+    /// The start-up fusion correctness gate (`gate.rs`).
+    pub fusion_gate: crate::GateConfig,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +70,7 @@ impl Default for EngineConfig {
             },
             compute_threads: 0,
             batching: true,
+            fusion_gate: crate::GateConfig::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::actors::admission::{AdmissionMsg, Submitted};
 use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::compute::ComputePool;
 use crate::convert::{store_id, to_store};
+use crate::gate::{self, GateReport};
 use crate::metrics as m;
 use crate::prepare::{doc_chunks, precheck};
 use crate::request::{LoadCounters, QueueSlot, Responder, Trace};
@@ -31,6 +32,7 @@ const CALL_TIMEOUT_MS: u64 = 5_000;
 pub struct Engine {
     shared: Arc<Shared>,
     supervisor: ActorRef<SupervisorMsg>,
+    gate: Option<GateReport>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -74,14 +76,25 @@ impl Engine {
             names: names.clone(),
             corrupt_reported: Default::default(),
             remote_corrupt_reported: Default::default(),
+            fusion_open: std::sync::atomic::AtomicBool::new(true),
         });
+        let gate = run_gate(&shared).await?;
         let (supervisor, _) =
             Actor::spawn(Some(names.supervisor()), Supervisor(shared.clone()), ())
                 .await
                 .map_err(|e| {
                     EngineError::Internal(format!("cannot start the engine actors: {e}"))
                 })?;
-        Ok(Engine { shared, supervisor })
+        Ok(Engine {
+            shared,
+            supervisor,
+            gate,
+        })
+    }
+
+    /// What the start-up fusion gate found (`None` when it is disabled).
+    pub fn gate_report(&self) -> Option<&GateReport> {
+        self.gate.as_ref()
     }
 
     /// Submits a request; events arrive on the returned stream (dropping it cancels the
@@ -340,4 +353,49 @@ impl Engine {
         let _ = ractor::call_t!(self.supervisor, SupervisorMsg::Shutdown, CALL_TIMEOUT_MS);
         self.shared.store.flush().await;
     }
+}
+
+/// Runs the start-up fusion gate on the compute pool, closes fusion if it fails, and sets the
+/// `a3kv:fusion_gate_state` gauge (1 passed, 0 failed: fused requests run as full prefill,
+/// -1 disabled).
+async fn run_gate(shared: &Arc<Shared>) -> Result<Option<GateReport>, EngineError> {
+    if !shared.cfg.fusion_gate.enabled {
+        metrics::gauge!(m::FUSION_GATE_STATE).set(-1.0);
+        tracing::info!(
+            "fusion gate disabled (engine.fusion_gate.enabled = false): fusion is served unchecked"
+        );
+        return Ok(None);
+    }
+    let s = shared.clone();
+    let t0 = Instant::now();
+    let report = shared
+        .compute
+        .run(move || {
+            gate::run(
+                &s.model,
+                &s.tok,
+                &s.cfg.default_fusion,
+                s.cfg.chunk_tokens,
+                &s.cfg.fusion_gate,
+            )
+        })
+        .await?;
+    shared.fusion_open.store(report.passed, Ordering::Release);
+    metrics::gauge!(m::FUSION_GATE_STATE).set(if report.passed { 1.0 } else { 0.0 });
+    if report.passed {
+        tracing::info!(
+            max_logit_diff = report.max_logit_diff,
+            canary_kl = ?report.canary_kl,
+            secs = t0.elapsed().as_secs_f64(),
+            "fusion gate passed"
+        );
+    } else {
+        tracing::error!(
+            reason = report.reason.as_deref().unwrap_or("unknown"),
+            max_logit_diff = report.max_logit_diff,
+            canary_kl = ?report.canary_kl,
+            "fusion gate FAILED: fused requests are served as full prefill on this model"
+        );
+    }
+    Ok(Some(report))
 }

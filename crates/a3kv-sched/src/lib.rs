@@ -15,6 +15,7 @@ pub mod compute;
 pub mod convert;
 pub mod decode;
 pub mod engine;
+mod gate;
 pub mod job;
 pub mod logprobs;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub use api::{
     PromptSpec, TokenLogprob, Usage, MAX_TOP_LOGPROBS,
 };
 pub use engine::Engine;
+pub use gate::{GateConfig, GateReport};
 pub use metrics::{describe_metrics, histogram_buckets};
 pub use request::RequestTrace;
 pub use shared::Stage;

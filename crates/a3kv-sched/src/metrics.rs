@@ -45,6 +45,9 @@ pub const CHUNK_EVICTIONS: &str = "a3kv:chunk_evictions_total";
 /// Counter, label `tier`: stored chunks found corrupt (bad checksum, size or header) and
 /// treated as a miss.
 pub const CHUNK_CORRUPT: &str = "a3kv:chunk_corrupt_total";
+/// `a3kv:fusion_gate_state` — the start-up fusion gate: 1 passed, 0 failed (fused requests
+/// run as full prefill), -1 disabled.
+pub const FUSION_GATE_STATE: &str = "a3kv:fusion_gate_state";
 /// `a3kv:num_requests_running`.
 pub const RUNNING: &str = "a3kv:num_requests_running";
 /// `a3kv:num_requests_waiting`.
@@ -172,6 +175,10 @@ pub fn describe_metrics() {
     describe_counter!(
         CHUNK_CORRUPT,
         "Stored chunks found corrupt (checksum, size, header) and recomputed, by tier."
+    );
+    describe_gauge!(
+        FUSION_GATE_STATE,
+        "Start-up fusion gate: 1 passed, 0 failed (fused requests served as full prefill), -1 disabled."
     );
     describe_gauge!(RUNNING, "Requests in prefill or decode.");
     describe_gauge!(WAITING, "Requests admitted but not yet running.");

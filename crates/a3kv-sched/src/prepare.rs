@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use a3kv_fusion::{split_ids, ChunkId, FusionParams, RagPrompt};
+use a3kv_fusion::{split_ids, ChunkId, FusionParams, Method, RagPrompt};
 use a3kv_model::{ModelTokenizer, SamplingParams, DEFAULT_RAG_INSTRUCTION};
 use a3kv_store::ChunkStore;
 
@@ -180,8 +180,15 @@ pub fn prepare(
             documents,
             question,
         } => {
-            let params = req.fusion.unwrap_or_else(|| cfg.default_fusion.clone());
+            let mut params = req.fusion.unwrap_or_else(|| cfg.default_fusion.clone());
             params.validate(model.num_layers())?;
+            if !shared
+                .fusion_open
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                // The start-up gate failed on this model: exact, never silently wrong.
+                params = FusionParams::method(Method::Full);
+            }
             let prefix = tok.encode(
                 &tok.template()
                     .rag_prefix(system.as_deref(), DEFAULT_RAG_INSTRUCTION),

@@ -37,6 +37,9 @@ pub struct Shared {
     pub corrupt_reported: std::sync::atomic::AtomicU64,
     /// The same for the remote tier.
     pub remote_corrupt_reported: std::sync::atomic::AtomicU64,
+    /// Whether fused requests run their own method: false after the start-up gate failed
+    /// (they run as full prefill then).
+    pub fusion_open: std::sync::atomic::AtomicBool,
 }
 
 /// The pipeline stages (actor kinds), also the `actor` metric label.

@@ -102,6 +102,20 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
             1 << 50,
         )?;
     }
+    let g = &e.fusion_gate;
+    for (key, v) in [
+        ("engine.fusion_gate.max_kl", g.max_kl),
+        ("engine.fusion_gate.max_logit_diff", g.max_logit_diff),
+    ] {
+        if !v.is_finite() {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                value: v.to_string(),
+                allowed: "0.0..=100.0".into(),
+            });
+        }
+        range(key, v, 0.0, 100.0)?;
+    }
     if let Some(r) = &e.store.remote {
         let scheme = r.url.split("://").next().unwrap_or_default();
         one_of(
