@@ -176,6 +176,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         max_tokens: a.max_tokens,
         stop: Vec::new(),
         logprobs: None,
+        first_token_logits: false,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
