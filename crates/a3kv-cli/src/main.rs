@@ -3,6 +3,7 @@
 mod commands;
 mod common;
 mod method_spec;
+mod served;
 
 use std::io::IsTerminal;
 

@@ -16,7 +16,7 @@ use a3kv_eval::{
 };
 use a3kv_fusion::{FusionParams, Method};
 use a3kv_model::SamplingParams;
-use a3kv_sched::{DocumentRef, Engine, EngineEvent, GenerateRequest, PromptSpec};
+use a3kv_sched::{DocumentRef, Engine, GenerateRequest, PromptSpec};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
@@ -151,35 +151,29 @@ impl EngineBackend {
             logprobs: None,
             first_token_logits,
         };
-        let mut rx = self.engine.submit(request)?;
-        let mut out = BackendOutput::default();
-        self.rt.block_on(async {
-            while let Some(ev) = rx.recv().await {
-                match ev {
-                    EngineEvent::Token { token_id, text, .. } => {
-                        out.output_ids.push(token_id);
-                        out.text.push_str(&text);
-                    }
-                    EngineEvent::Failed(e) => return Err(BackendError::from(e)),
-                    EngineEvent::Finished { usage, .. } => {
-                        out.ttft_secs = usage.ttft_secs;
-                        if let Some(r) = &usage.fusion {
-                            out.reused_tokens = r.reused_tokens;
-                            out.recomputed_tokens = r.recomputed_tokens;
-                        }
-                        if first_token_logits {
-                            let logits = usage
-                                .first_token_logits
-                                .ok_or("the engine returned no first-token logits")?;
-                            out.first_token_logits = logits.to_vec();
-                        }
-                        return Ok(());
-                    }
-                }
+        let served = self
+            .rt
+            .block_on(crate::served::serve_one(&self.engine, request))?;
+        let (reused_tokens, recomputed_tokens) = served
+            .usage
+            .fusion
+            .as_ref()
+            .map_or((0, 0), |r| (r.reused_tokens, r.recomputed_tokens));
+        let first_token_logits = match served.usage.first_token_logits {
+            Some(l) => l.to_vec(),
+            None if first_token_logits => {
+                return Err("the engine returned no first-token logits".into())
             }
-            Err("the engine ended the request without finishing it".into())
-        })?;
-        Ok(out)
+            None => Vec::new(),
+        };
+        Ok(BackendOutput {
+            text: served.text,
+            first_token_logits,
+            output_ids: served.ids,
+            ttft_secs: served.usage.ttft_secs,
+            reused_tokens,
+            recomputed_tokens,
+        })
     }
 }
 
@@ -225,18 +219,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if let Some(n) = a.chunk_tokens {
         set.push(format!("engine.chunk_tokens={n}"));
     }
-    let serve_args = a3kv_server::ServeArgs {
-        config: a.config.clone(),
-        model: a.model.as_ref().map(|p| p.display().to_string()),
-        set,
-        ..Default::default()
-    };
-    let mut cfg = serve_args.load_config()?;
-    let path = a3kv_server::model_path(&cfg)?;
-    eprintln!("[a3kv] model {}", path.display());
-    let opts = a3kv_server::load_options(&cfg)?;
-    let lm = a3kv_model::load_model(&path, &opts)
-        .with_context(|| format!("loading model {}", path.display()))?;
+    let mut cfg = crate::served::served_config(a.config.clone(), a.model.clone(), set)?;
+    let lm = crate::served::served_model(&cfg)?;
     let spec: DatasetSpec = a.dataset.parse()?;
     let tok = lm.tokenizer.clone();
     let count = move |s: &str| tok.encode(s).map(|v| v.len()).unwrap_or(0);
