@@ -185,6 +185,21 @@ pub(crate) fn prompt_ids(tok: &a3kv_model::ModelTokenizer, n: usize) -> anyhow::
     Ok(base.iter().cycle().take(n).copied().collect())
 }
 
+/// A document of at least `n` tokens (tokenised alone, as the engine does) from the text of
+/// [`prompt_ids`]: decoding and re-encoding merges tokens across the repeats, so grow until
+/// long enough (a few tokens over at most).
+fn doc_text(tok: &a3kv_model::ModelTokenizer, n: usize) -> anyhow::Result<String> {
+    let mut ids_wanted = n;
+    loop {
+        let text = tok.decode(&prompt_ids(tok, ids_wanted)?)?;
+        let got = tok.encode(&text)?.len();
+        if got >= n {
+            return Ok(text);
+        }
+        ids_wanted += n - got;
+    }
+}
+
 /// Measured f32 matmul rate (GFLOP/s) of a 1024×2048 · 2048×2048 product.
 fn matmul_gflops() -> anyhow::Result<f64> {
     let a = Tensor::randn(0f32, 1.0, (1024, 2048), &Device::Cpu)?;
@@ -320,7 +335,7 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
         );
         for &n in &a.lengths {
             let doc_tokens = n.saturating_sub(prefix_len + question_len).max(1);
-            let doc = tok.decode(&prompt_ids(&tok, doc_tokens)?)?;
+            let doc = doc_text(&tok, doc_tokens)?;
             // Warm cache: the document's chunks stored, and the shared prefix by one cheap
             // request, before timing.
             engine.put_chunks(vec![(None, doc.clone())], false).await?;
