@@ -99,7 +99,7 @@ impl EngineBackend {
     /// Stores `item`'s documents through the engine's chunk API, so the methods' TTFTs see
     /// warm chunks. Old items' chunks stay in the store's memory LRU (bounded by
     /// `engine.store.memory_budget_bytes`); the engine's document registry keeps only their
-    /// token ids (4 bytes a token).
+    /// token ids (4 bytes a token), and a configured disk or Redis tier a small record each.
     fn store_documents(&mut self, item: &EvalItem) -> Result<(), BackendError> {
         if self.stored_item.as_deref() == Some(item.id.as_str()) {
             return Ok(());
