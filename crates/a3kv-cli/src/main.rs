@@ -3,6 +3,7 @@
 mod commands;
 mod common;
 mod method_spec;
+mod served;
 
 use std::io::IsTerminal;
 
@@ -22,6 +23,13 @@ enum Command {
     /// Run one request from the command line and stream the answer.
     Generate(commands::generate::GenerateArgs),
     /// Quality, fidelity to full prefill and TTFT of each method on a data set.
+    ///
+    /// Every method, `full` included, runs through the engine `a3kv serve` runs (one
+    /// in-process `Engine`, configured like the server: `-c`, `--set`, `A3KV_*`). Each item's
+    /// documents are stored through the engine first, so TTFT is measured with a warm chunk
+    /// cache; it is the served time to first token (submit to first token: admission,
+    /// scheduling, chunk loads from the store and the fused prefill), as the server reports
+    /// it.
     Eval(commands::eval::EvalArgs),
     /// Fill the chunk store's disk tier from a JSONL file of documents (resumable).
     Precompute(commands::precompute::PrecomputeArgs),

@@ -3,6 +3,8 @@
 //!
 //! The server sees validated requests and token streams, never tensors.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use a3kv_fusion::{FusionParams, FusionReport};
@@ -137,6 +139,13 @@ pub struct GenerateRequest {
     /// (`n <= MAX_TOP_LOGPROBS`).
     #[serde(default)]
     pub logprobs: Option<usize>,
+    /// The evaluation and research hook of the API: `true` = the request's `Finished` usage
+    /// carries the full-vocabulary logits of the first generated position
+    /// ([`Usage::first_token_logits`]), the distribution `a3kv eval` compares between fusion
+    /// methods (KL to full prefill, first-token agreement). Costs one `[vocab]` copy per
+    /// request that asks, nothing otherwise. The HTTP server never sets it.
+    #[serde(default)]
+    pub first_token_logits: bool,
 }
 
 /// Most alternatives per token [`GenerateRequest::logprobs`] may ask for (OpenAI's limit).
@@ -205,6 +214,12 @@ pub struct Usage {
     /// Stage timestamps of the request (seconds from submit).
     #[serde(default)]
     pub trace: crate::RequestTrace,
+    /// Logits `[vocab]` (f32, before temperature and top-p) of the first generated position,
+    /// from which the first token was sampled; `Some` only when the request set
+    /// [`GenerateRequest::first_token_logits`]. Present even when that token was a stop token
+    /// (no `Token` event carried it). Never serialised.
+    #[serde(skip)]
+    pub first_token_logits: Option<Arc<[f32]>>,
 }
 
 /// Why a request was refused or failed.

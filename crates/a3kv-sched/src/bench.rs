@@ -287,6 +287,7 @@ async fn point(
         max_tokens: opts.max_tokens,
         stop: Vec::new(),
         logprobs: None,
+        first_token_logits: false,
     };
     let t0 = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -6,6 +6,8 @@
 //!
 //! Reference twin: [`Model::decode_step`]; the test below asserts equal logits.
 
+use std::sync::Arc;
+
 use a3kv_fusion::FinishReason;
 use a3kv_model::{
     token_logprobs, KvCache, Model, ModelTokenizer, Sampler, SamplingParams, Tensor, TextStreamer,
@@ -64,6 +66,9 @@ pub struct Seq {
     logprobs: Option<usize>,
     /// The token to feed at the next decode step.
     pub feed: Option<u32>,
+    /// A copy of the first position's logits, kept when asked for
+    /// ([`Seq::with_first_token_logits`]).
+    first_logits: Option<Arc<[f32]>>,
 }
 
 impl Seq {
@@ -90,7 +95,22 @@ impl Seq {
             pending: Vec::new(),
             logprobs: None,
             feed: None,
+            first_logits: None,
         })
+    }
+
+    /// Keeps a copy of the first position's logits `[V]` for the caller
+    /// ([`Seq::take_first_token_logits`]); `false` (the default) copies nothing.
+    pub fn with_first_token_logits(mut self, keep: bool) -> Self {
+        if keep {
+            self.first_logits = Some(Arc::from(self.logits.as_slice()));
+        }
+        self
+    }
+
+    /// The first position's logits, if kept (once).
+    pub fn take_first_token_logits(&mut self) -> Option<Arc<[f32]>> {
+        self.first_logits.take()
     }
 
     /// Reports each token's log-probability and its `top_n` most likely alternatives

@@ -71,6 +71,9 @@ pub struct ValidRequest {
     pub stop: Vec<String>,
     /// Alternatives per token when log-probabilities are wanted (`<= MAX_TOP_LOGPROBS`).
     pub logprobs: Option<usize>,
+    /// Whether the usage carries the first position's logits
+    /// ([`GenerateRequest::first_token_logits`]).
+    pub first_token_logits: bool,
     /// Inline documents given an id: register them (id → chunks).
     pub new_docs: Vec<(String, Arc<Vec<Vec<u32>>>)>,
 }
@@ -253,6 +256,7 @@ pub fn prepare(
         max_tokens: req.max_tokens.min(room),
         stop: req.stop,
         logprobs: req.logprobs,
+        first_token_logits: req.first_token_logits,
         new_docs,
     })
 }

@@ -419,6 +419,8 @@ fn finish(
             max_tokens,
             stop,
             logprobs,
+            // The evaluation hook of the engine API; HTTP requests never carry it.
+            first_token_logits: false,
         },
         stream: c.stream,
         include_usage: c.stream_options.as_ref().is_some_and(|o| o.include_usage),

@@ -3,16 +3,18 @@
 //! - `prefill`: our full prefill vs candle-transformers' `quantized_llama` (dequantised) on
 //!   the same weights, tokens/s, achieved GFLOP/s vs the measured matmul rate, peak RSS.
 //! - `fusion`: TTFT of every method at several context lengths (warm chunk cache), as
-//!   ratios to `full`, with the fusion report's phase times.
+//!   ratios to `full`, with the fusion report's phase times; each request runs through the
+//!   engine `a3kv serve` runs, so TTFT is the served one.
 //! - `scheduler`: the actor pipeline under closed-loop load (see `a3kv_sched::bench`).
 //! - `store`: the disk tier's chunk load vs a plain read (see `a3kv_store::bench`).
 //! - `decode`: decode tokens/s, quantised vs f32, 1 and N sequences (see [`super::bench_decode`]).
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use a3kv_fusion::{fused_prefill, precompute_chunk, FusionParams, Method, RagPrompt};
-use a3kv_model::{Device, Tensor};
+use a3kv_fusion::{FusionParams, Method};
+use a3kv_model::{Device, SamplingParams, Tensor};
+use a3kv_sched::{DocumentRef, Engine, GenerateRequest, PromptSpec};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -31,7 +33,8 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Full prefill tokens/s vs candle-transformers, same weights, same process.
     Prefill(PrefillArgs),
-    /// TTFT per fusion method vs full, warm chunk cache.
+    /// TTFT per fusion method vs full, warm chunk cache, through the engine `a3kv serve` runs
+    /// (TTFT = the served time to first token: submit to first token, scheduler included).
     Fusion(FusionArgs),
     /// The actor pipeline under closed-loop load: requests/s and TTFT p50/p99 per method,
     /// batching on/off and concurrency, plus cold (disk) vs warm (memory) TTFT.
@@ -128,15 +131,22 @@ pub struct PrefillArgs {
 /// `a3kv bench fusion`.
 #[derive(Args, Debug)]
 pub struct FusionArgs {
-    /// Model; default: the fetched SmolLM2.
+    /// Model file (GGUF) or HF directory (key `model.path`); default: the fetched SmolLM2.
     #[arg(long, env = "A3KV_MODEL")]
     pub model: Option<PathBuf>,
+    /// Server configuration (model options, store, engine settings); without it the built-in
+    /// defaults apply. The prompt limit is raised to the model's context.
+    #[arg(long, short = 'c', value_name = "FILE", env = "A3KV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override any configuration key, e.g. `--set engine.batch_wait_ms=0` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Context lengths in tokens.
     #[arg(long, value_delimiter = ',', default_value = "1024,2048,4096")]
     pub lengths: Vec<usize>,
-    /// Chunk size in tokens.
-    #[arg(long, default_value_t = 512)]
-    pub chunk_tokens: usize,
+    /// Chunk size in tokens (key `engine.chunk_tokens`, 512 built in).
+    #[arg(long)]
+    pub chunk_tokens: Option<usize>,
     /// Methods (the first is the baseline of the ratios).
     #[arg(
         long,
@@ -173,6 +183,21 @@ pub(crate) fn prompt_ids(tok: &a3kv_model::ModelTokenizer, n: usize) -> anyhow::
         once and reused; only the tokens the question attends to need recomputation. ";
     let base = tok.encode(text)?;
     Ok(base.iter().cycle().take(n).copied().collect())
+}
+
+/// A document of at least `n` tokens (tokenised alone, as the engine does) from the text of
+/// [`prompt_ids`]: decoding and re-encoding merges tokens across the repeats, so grow until
+/// long enough (a few tokens over at most).
+fn doc_text(tok: &a3kv_model::ModelTokenizer, n: usize) -> anyhow::Result<String> {
+    let mut ids_wanted = n;
+    loop {
+        let text = tok.decode(&prompt_ids(tok, ids_wanted)?)?;
+        let got = tok.encode(&text)?.len();
+        if got >= n {
+            return Ok(text);
+        }
+        ids_wanted += n - got;
+    }
 }
 
 /// Measured f32 matmul rate (GFLOP/s) of a 1024×2048 · 2048×2048 product.
@@ -273,73 +298,104 @@ fn prefill(a: PrefillArgs) -> anyhow::Result<()> {
 }
 
 fn fusion(a: FusionArgs) -> anyhow::Result<()> {
-    let lm = crate::common::load(a.model.clone())?;
-    let (model, tok) = (&lm.model, &lm.tokenizer);
     let methods: Vec<Method> = a
         .methods
         .iter()
         .map(|m| m.parse())
         .collect::<Result<_, _>>()?;
-    let prefix = tok.encode(
-        &tok.template()
-            .rag_prefix(None, a3kv_model::DEFAULT_RAG_INSTRUCTION),
-    )?;
-    let question = tok.encode(
-        &tok.template()
-            .rag_suffix("Which documents describe how caches are reused, and why?"),
-    )?;
-    let mut rows = Vec::new();
-    println!(
-        "{:>7} {:>11} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
-        "tokens", "method", "TTFT s", "vs first", "recomp.", "repos. s", "check s", "select. s"
-    );
-    for &n in &a.lengths {
-        let doc_tokens = n.saturating_sub(prefix.len() + question.len());
-        let ids = prompt_ids(tok, doc_tokens)?;
-        let chunks = a3kv_fusion::split_ids(&ids, a.chunk_tokens);
-        let prompt = RagPrompt::from_ids(&prefix, &chunks, &question)?;
-        model.check_context(0, prompt.len())?;
-        // Warm cache: chunks precomputed before timing.
-        let pre = Some(precompute_chunk(model, &prefix, None)?);
-        let caches = chunks
-            .iter()
-            .map(|c| precompute_chunk(model, c, None))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut base = None;
-        for &m in &methods {
-            let params = FusionParams {
-                method: m,
-                budget: a3kv_fusion::Budget::Ratio(a.ratio),
-                ..Default::default()
-            };
-            let mut t = Vec::new();
-            let mut last = None;
-            for _ in 0..a.runs.max(1) {
-                let s = Instant::now();
-                let out = fused_prefill(model, &prompt, pre.clone(), &caches, &params, false)?;
-                t.push(s.elapsed().as_secs_f64());
-                last = Some(out.report);
-            }
-            let ttft = median(&t);
-            let base_t = *base.get_or_insert(ttft);
-            let r = last.unwrap_or_default();
-            println!(
-                "{:>7} {:>11} {:>10.3} {:>7.3}x {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
-                prompt.len(),
-                m.as_str(),
-                ttft,
-                ttft / base_t,
-                r.recompute_ratio,
-                r.reposition_secs,
-                r.check_secs,
-                r.selection_secs
-            );
-            rows.push(
-                json!({"tokens": prompt.len(), "method": m.as_str(), "ttft_secs": ttft,
-                "ratio_to_first": ttft / base_t, "report": r}),
-            );
-        }
+    let mut set = a.set.clone();
+    if let Some(n) = a.chunk_tokens {
+        set.push(format!("engine.chunk_tokens={n}"));
     }
+    let mut cfg = crate::served::served_config(a.config.clone(), a.model.clone(), set)?;
+    let lm = crate::served::served_model(&cfg)?;
+    let tok = lm.tokenizer.clone();
+    // The command line is the operator: any length the model holds is allowed.
+    cfg.engine.max_prompt_tokens = cfg
+        .engine
+        .max_prompt_tokens
+        .max(lm.model.config().max_position);
+    const QUESTION: &str = "Which documents describe how caches are reused, and why?";
+    let prefix_len = tok
+        .encode(
+            &tok.template()
+                .rag_prefix(None, a3kv_model::DEFAULT_RAG_INSTRUCTION),
+        )?
+        .len();
+    let question_len = tok.encode(&tok.template().rag_suffix(QUESTION))?.len();
+    let rt = tokio::runtime::Runtime::new()?;
+    let engine = rt
+        .block_on(Engine::start(cfg.engine.clone(), lm))
+        .context("starting the engine")?;
+    let result = rt.block_on(async {
+        let mut rows = Vec::new();
+        println!(
+            "{:>7} {:>11} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "tokens", "method", "TTFT s", "vs first", "recomp.", "repos. s", "check s", "select. s"
+        );
+        for &n in &a.lengths {
+            let doc_tokens = n.saturating_sub(prefix_len + question_len).max(1);
+            let doc = doc_text(&tok, doc_tokens)?;
+            // Warm cache: the document's chunks stored, and the shared prefix by one cheap
+            // request, before timing.
+            engine.put_chunks(vec![(None, doc.clone())], false).await?;
+            let request = |method: Method| GenerateRequest {
+                request_id: format!("bench-fusion-{n}"),
+                prompt: PromptSpec::Rag {
+                    system: None,
+                    documents: vec![DocumentRef::Text {
+                        id: None,
+                        text: doc.clone(),
+                    }],
+                    question: QUESTION.into(),
+                },
+                fusion: Some(FusionParams {
+                    method,
+                    budget: a3kv_fusion::Budget::Ratio(a.ratio),
+                    ..Default::default()
+                }),
+                sampling: SamplingParams::default(),
+                max_tokens: 1,
+                stop: Vec::new(),
+                logprobs: None,
+                first_token_logits: false,
+            };
+            crate::served::serve_one(&engine, request(Method::Reuse)).await?;
+            let mut base = None;
+            for &m in &methods {
+                let mut t = Vec::new();
+                let mut last = None;
+                let mut tokens = 0;
+                for _ in 0..a.runs.max(1) {
+                    let served = crate::served::serve_one(&engine, request(m)).await?;
+                    t.push(served.usage.ttft_secs);
+                    tokens = served.usage.prompt_tokens;
+                    last = served.usage.fusion;
+                }
+                let ttft = median(&t);
+                let base_t = *base.get_or_insert(ttft);
+                let r = last.unwrap_or_default();
+                println!(
+                    "{:>7} {:>11} {:>10.3} {:>7.3}x {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                    tokens,
+                    m.as_str(),
+                    ttft,
+                    ttft / base_t,
+                    r.recompute_ratio,
+                    r.reposition_secs,
+                    r.check_secs,
+                    r.selection_secs
+                );
+                rows.push(
+                    json!({"tokens": tokens, "method": m.as_str(), "ttft_secs": ttft,
+                    "ratio_to_first": ttft / base_t, "report": r}),
+                );
+            }
+        }
+        anyhow::Ok(rows)
+    });
+    rt.block_on(engine.shutdown(Duration::from_secs(5)));
+    let rows = result?;
     if let Some(p) = a.out {
         std::fs::write(&p, serde_json::to_string_pretty(&json!({"fusion": rows}))?)?;
     }

@@ -1,29 +1,40 @@
 //! `a3kv eval`: quality and TTFT of each fusion method on a data set, with fidelity to full
 //! prefill (KL of the first-token distribution, agreement), a table, JSON and heat-maps.
+//!
+//! Every method, `full` included, runs through the engine `a3kv serve` runs
+//! (`a3kv_sched::Engine::submit`): the same prompt assembly, chunk store, fused prefill,
+//! scheduler and batched decode. The first position's logits come back through the API's
+//! evaluation hook (`GenerateRequest::first_token_logits`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use a3kv_eval::{
     load, render_needle_heatmap, run_eval, BackendError, BackendOutput, DatasetSpec, EvalBackend,
     EvalItem, EvalResults, MethodSpec, NeedleGrid, RunConfig,
 };
-use a3kv_fusion::{
-    fused_prefill, generate, precompute_chunk, ChunkId, ChunkKv, FusionParams, RagParts,
-};
-use a3kv_model::{LoadedModel, SamplingParams, DEFAULT_RAG_INSTRUCTION};
-use anyhow::bail;
+use a3kv_fusion::{FusionParams, Method};
+use a3kv_model::SamplingParams;
+use a3kv_sched::{DocumentRef, Engine, GenerateRequest, PromptSpec};
+use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 
 /// Arguments of `a3kv eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Model; default: the fetched SmolLM2.
+    /// Model file (GGUF) or HF directory (key `model.path`); default: the fetched SmolLM2.
     #[arg(long, env = "A3KV_MODEL")]
     pub model: Option<PathBuf>,
+    /// Server configuration (model options, chunk store tiers, engine settings); without it
+    /// the built-in defaults apply. Engine limits (prompt length, new tokens, documents) are
+    /// raised to what the data set needs.
+    #[arg(long, short = 'c', value_name = "FILE", env = "A3KV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override any configuration key, e.g. `--set engine.batch_wait_ms=0` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Data set: hotpotqa, needle[:LEN,..[/DEPTHS]], ruler[:LEN,..[/PER_TASK]], jsonl:PATH.
     #[arg(long, default_value = "hotpotqa")]
     pub dataset: String,
@@ -55,9 +66,9 @@ pub struct EvalArgs {
     /// Tokens generated per answer (greedy).
     #[arg(long, default_value_t = 24)]
     pub max_tokens: usize,
-    /// Chunk size in tokens.
-    #[arg(long, default_value_t = 512)]
-    pub chunk_tokens: usize,
+    /// Chunk size in tokens (key `engine.chunk_tokens`, 512 built in).
+    #[arg(long)]
+    pub chunk_tokens: Option<usize>,
     /// Data directory (scripts/fetch-data.sh fills it).
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -72,91 +83,114 @@ pub struct EvalArgs {
     pub no_progress: bool,
 }
 
-/// The real engine behind the harness: chunks precomputed once per item (warm cache), then
-/// each method's fused prefill (timed: TTFT) and greedy decoding.
-struct FusionBackend<'a> {
-    lm: &'a LoadedModel,
+/// The engine behind the harness: one [`Engine`] per run; each item's documents are stored
+/// first (warm chunk cache), then every method is one greedy request.
+struct EngineBackend {
+    rt: tokio::runtime::Runtime,
+    engine: Engine,
     params: HashMap<String, FusionParams>,
-    chunk_tokens: usize,
-    cache: HashMap<ChunkId, Arc<ChunkKv>>,
-    cache_item: String,
+    /// The item whose documents are stored.
+    stored_item: Option<String>,
+    /// Whether the prompt prefix (shared by every item) is in the store.
+    prefix_stored: bool,
 }
 
-impl FusionBackend<'_> {
-    fn cached(&mut self, ids: &[u32]) -> Result<Arc<ChunkKv>, BackendError> {
-        let id = ChunkId::of(self.lm.model.fingerprint(), ids);
-        if let Some(c) = self.cache.get(&id) {
-            return Ok(c.clone());
+impl EngineBackend {
+    /// Stores `item`'s documents through the engine's chunk API, so the methods' TTFTs see
+    /// warm chunks. Old items' chunks stay in the store's memory LRU (bounded by
+    /// `engine.store.memory_budget_bytes`); the engine's document registry keeps only their
+    /// token ids (4 bytes a token), and a configured disk or Redis tier a small record each.
+    fn store_documents(&mut self, item: &EvalItem) -> Result<(), BackendError> {
+        if self.stored_item.as_deref() == Some(item.id.as_str()) {
+            return Ok(());
         }
-        let c = precompute_chunk(&self.lm.model, ids, None)?;
-        self.cache.insert(id, c.clone());
-        Ok(c)
+        let texts: Vec<(Option<String>, String)> = item
+            .documents
+            .iter()
+            .map(|d| (None, d.chunk_text()))
+            .collect();
+        if !texts.is_empty() {
+            self.rt.block_on(self.engine.put_chunks(texts, false))?;
+        }
+        self.stored_item = Some(item.id.clone());
+        if !self.prefix_stored && !item.documents.is_empty() {
+            // The chunk API stores documents only; one reuse request (the cheapest fused
+            // prefill) stores the prompt prefix every later request shares.
+            self.request(item, FusionParams::method(Method::Reuse), 1, false)?;
+            self.prefix_stored = true;
+        }
+        Ok(())
+    }
+
+    /// Submits one greedy RAG request for `item` and reads its events to the end.
+    fn request(
+        &self,
+        item: &EvalItem,
+        fusion: FusionParams,
+        max_tokens: usize,
+        first_token_logits: bool,
+    ) -> Result<BackendOutput, BackendError> {
+        let request = GenerateRequest {
+            request_id: format!("eval-{}", item.id),
+            prompt: PromptSpec::Rag {
+                system: None,
+                documents: item
+                    .documents
+                    .iter()
+                    .map(|d| DocumentRef::Text {
+                        id: None,
+                        text: d.chunk_text(),
+                    })
+                    .collect(),
+                question: item.question.clone(),
+            },
+            fusion: Some(fusion),
+            sampling: SamplingParams::default(),
+            max_tokens,
+            stop: Vec::new(),
+            logprobs: None,
+            first_token_logits,
+        };
+        let served = self
+            .rt
+            .block_on(crate::served::serve_one(&self.engine, request))?;
+        let (reused_tokens, recomputed_tokens) = served
+            .usage
+            .fusion
+            .as_ref()
+            .map_or((0, 0), |r| (r.reused_tokens, r.recomputed_tokens));
+        let first_token_logits = match served.usage.first_token_logits {
+            Some(l) => l.to_vec(),
+            None if first_token_logits => {
+                return Err("the engine returned no first-token logits".into())
+            }
+            None => Vec::new(),
+        };
+        Ok(BackendOutput {
+            text: served.text,
+            first_token_logits,
+            output_ids: served.ids,
+            ttft_secs: served.usage.ttft_secs,
+            reused_tokens,
+            recomputed_tokens,
+        })
     }
 }
 
-impl EvalBackend for FusionBackend<'_> {
+impl EvalBackend for EngineBackend {
     fn run(
         &mut self,
         item: &EvalItem,
         method: &MethodSpec,
         max_tokens: usize,
     ) -> Result<BackendOutput, BackendError> {
-        if self.cache_item != item.id {
-            // Chunks of one item are shared by its methods; keep memory bounded across items.
-            self.cache.retain(|_, c| c.len() < 64);
-            if self.cache.len() > 64 {
-                self.cache.clear();
-            }
-            self.cache_item = item.id.clone();
-        }
         let params = self
             .params
             .get(&method.label())
             .cloned()
             .ok_or_else(|| format!("no parameters for {}", method.label()))?;
-        let tok = &self.lm.tokenizer;
-        let docs: Vec<String> = item.documents.iter().map(|d| d.chunk_text()).collect();
-        let parts = RagParts::build(
-            tok,
-            None,
-            DEFAULT_RAG_INSTRUCTION,
-            &docs,
-            &item.question,
-            self.chunk_tokens,
-        )?;
-        let prompt = parts.prompt()?;
-        let prefix = if parts.prefix.is_empty() {
-            None
-        } else {
-            Some(self.cached(&parts.prefix)?)
-        };
-        let chunks = parts
-            .chunks
-            .iter()
-            .map(|c| self.cached(c))
-            .collect::<Result<Vec<_>, _>>()?;
-        let model = &self.lm.model;
-        let t0 = Instant::now();
-        let mut out = fused_prefill(model, &prompt, prefix, &chunks, &params, false)?;
-        let ttft = t0.elapsed().as_secs_f64();
-        let first: Vec<f32> = out.logits.to_vec1()?;
-        let g = generate(
-            model,
-            &mut out.cache,
-            &out.logits,
-            SamplingParams::default(),
-            tok.stop_ids(),
-            max_tokens,
-            |_| true,
-        )?;
-        Ok(BackendOutput {
-            text: tok.decode(&g.ids)?,
-            first_token_logits: first,
-            output_ids: g.ids,
-            ttft_secs: ttft,
-            reused_tokens: out.report.reused_tokens,
-            recomputed_tokens: out.report.recomputed_tokens,
-        })
+        self.store_documents(item)?;
+        self.request(item, params, max_tokens, true)
     }
 }
 
@@ -181,7 +215,12 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if !a.merge.is_empty() {
         return merge(&a);
     }
-    let lm = crate::common::load(a.model.clone())?;
+    let mut set = a.set.clone();
+    if let Some(n) = a.chunk_tokens {
+        set.push(format!("engine.chunk_tokens={n}"));
+    }
+    let mut cfg = crate::served::served_config(a.config.clone(), a.model.clone(), set)?;
+    let lm = crate::served::served_model(&cfg)?;
     let spec: DatasetSpec = a.dataset.parse()?;
     let tok = lm.tokenizer.clone();
     let count = move |s: &str| tok.encode(s).map(|v| v.len()).unwrap_or(0);
@@ -204,26 +243,42 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         params.insert(s.label(), p);
         specs.push(s);
     }
-    let mut backend = FusionBackend {
-        lm: &lm,
+    // The command line is the operator: the engine's request limits are raised to what the
+    // data set needs, so no item fails on a server-side limit (the model's context still
+    // applies).
+    let e = &mut cfg.engine;
+    e.max_new_tokens = e.max_new_tokens.max(a.max_tokens);
+    e.max_prompt_tokens = e.max_prompt_tokens.max(lm.model.config().max_position);
+    let most_documents = items.iter().map(|i| i.documents.len()).max().unwrap_or(0);
+    e.max_documents = e.max_documents.max(most_documents);
+    let model_record = json!({
+        "source": lm.source.display().to_string(),
+        "fingerprint": lm.model.fingerprint().to_hex(),
+        "family": lm.model.config().family.as_str(),
+        "dtype": lm.model.dtype().as_str(),
+    });
+    let rt = tokio::runtime::Runtime::new()?;
+    let engine = rt
+        .block_on(Engine::start(cfg.engine.clone(), lm))
+        .context("starting the engine")?;
+    let mut backend = EngineBackend {
+        rt,
+        engine,
         params,
-        chunk_tokens: a.chunk_tokens,
-        cache: HashMap::new(),
-        cache_item: String::new(),
+        stored_item: None,
+        prefix_stored: false,
     };
-    let cfg = RunConfig {
-        model: json!({
-            "source": lm.source.display().to_string(),
-            "fingerprint": lm.model.fingerprint().to_hex(),
-            "family": lm.model.config().family.as_str(),
-            "dtype": lm.model.dtype().as_str(),
-        }),
+    let run_cfg = RunConfig {
+        model: model_record,
         dataset: spec.to_string(),
         seed: a.seed,
         max_tokens: a.max_tokens,
         progress: !a.no_progress,
     };
-    let results = run_eval(&mut backend, &items, &specs, &cfg)?;
+    let results = run_eval(&mut backend, &items, &specs, &run_cfg);
+    let EngineBackend { rt, engine, .. } = backend;
+    rt.block_on(engine.shutdown(Duration::from_secs(5)));
+    let results = results?;
     println!("{}", a3kv_eval::render_table(&results.summary));
     if let Some(p) = &a.out {
         results.write_json(p)?;

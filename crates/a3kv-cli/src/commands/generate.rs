@@ -148,21 +148,11 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     if let Some(n) = a.chunk_tokens {
         set.push(format!("engine.chunk_tokens={n}"));
     }
-    let serve_args = a3kv_server::ServeArgs {
-        config: a.config.clone(),
-        model: a.model.as_ref().map(|p| p.display().to_string()),
-        set,
-        ..Default::default()
-    };
-    let mut cfg = serve_args.load_config()?;
+    let mut cfg = crate::served::served_config(a.config.clone(), a.model.clone(), set)?;
     // The command line is the operator: its --max-tokens is the limit.
     cfg.engine.max_new_tokens = cfg.engine.max_new_tokens.max(a.max_tokens);
     let fusion = requested_fusion(&a, &cfg.engine.default_fusion)?;
-    let path = a3kv_server::model_path(&cfg)?;
-    eprintln!("[a3kv] model {}", path.display());
-    let opts = a3kv_server::load_options(&cfg)?;
-    let lm = a3kv_model::load_model(&path, &opts)
-        .with_context(|| format!("loading model {}", path.display()))?;
+    let lm = crate::served::served_model(&cfg)?;
     if let Some(f) = &fusion {
         f.validate(lm.model.num_layers())?;
     }
@@ -176,6 +166,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         max_tokens: a.max_tokens,
         stop: Vec::new(),
         logprobs: None,
+        first_token_logits: false,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

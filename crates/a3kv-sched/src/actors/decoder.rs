@@ -97,7 +97,10 @@ impl Actor for Decoder {
                     job.req.stop.clone(),
                     job.req.max_tokens,
                 )
-                .map(|s| s.with_logprobs(job.req.logprobs));
+                .map(|s| {
+                    s.with_logprobs(job.req.logprobs)
+                        .with_first_token_logits(job.req.first_token_logits)
+                });
                 job.report = Some(pre.report);
                 match seq {
                     Ok(seq) => st.joining.push(Active {
@@ -245,6 +248,7 @@ fn emit(a: &mut Active, out: StepOut) {
                 fusion,
                 ttft_secs: ttft,
                 trace: a.job.trace.rec.clone(),
+                first_token_logits: a.seq.take_first_token_logits(),
             };
             let r = std::mem::replace(&mut a.job.responder, crate::request::Responder::closed());
             r.finish(EngineEvent::Finished {

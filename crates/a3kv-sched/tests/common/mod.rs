@@ -78,6 +78,7 @@ pub fn rag(
         max_tokens,
         stop: Vec::new(),
         logprobs: None,
+        first_token_logits: false,
     }
 }
 
