@@ -275,6 +275,7 @@ impl ChunkStore {
         let mut compute = Some(compute);
         loop {
             let (mut rx, leader) = self.inner.flights.join(id);
+            let led = leader.is_some();
             match leader {
                 Some(handle) => {
                     let Some(f) = compute.take() else {
@@ -289,7 +290,12 @@ impl ChunkStore {
                 }
             }
             if let Some(result) = wait_for(&mut rx).await {
-                return result;
+                // A waiter got the leader's chunk from memory: `Computed` is the leader's, so
+                // each computation is reported once.
+                return result.map(|(d, src)| match src {
+                    Source::Computed if !led => (d, Source::Memory),
+                    other => (d, other),
+                });
             }
             // The leader vanished without a result (panicked): try again, maybe as leader.
         }
