@@ -143,28 +143,32 @@ fn replica_killed_under_load_is_taken_out_and_later_requests_all_succeed() {
     let r1_pid = fleet.replica_pids()[0];
 
     // Four clients without a routing key (least connections: both replicas busy), over four
-    // documents, 8 streamed tokens each, so streams are in flight on r1 when it dies.
+    // documents, 32 streamed tokens each, so a request spends much of its time streaming.
     let docs: Vec<String> = (0..4).map(|i| fresh_doc("kill", i)).collect();
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let threads = load(&gateway, 4, t0, &stop, move |n| {
-        chat_body_with(&docs[n % docs.len()], true, 8)
+        chat_body_with(&docs[n % docs.len()], true, 32)
     });
 
-    // Kill r1 once it has answered some requests and is running one.
+    // Kill r1 once it has answered some requests and is streaming tokens (its generated-token
+    // count moved since the last look): a stream the gateway cannot retry is in flight.
     let wait = Instant::now();
+    let mut tokens_seen = f64::MAX;
     let running_on_r1 = loop {
         let m = &scrape(&replicas[..1])[0];
         let done = common::metric(m, "a3kv:request_success_total", "");
         let running = common::metric(m, "a3kv:num_requests_running", "");
-        if done >= 2.0 && running >= 1.0 {
+        let tokens = common::metric(m, "a3kv:generation_tokens_total", "");
+        if done >= 2.0 && running >= 1.0 && tokens > tokens_seen {
             break running;
         }
+        tokens_seen = tokens;
         assert!(
             wait.elapsed() < Duration::from_secs(30),
             "r1 never got load: {done} done, {running} running"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     };
     signal(r1_pid, "KILL");
     let t_kill = t0.elapsed();
