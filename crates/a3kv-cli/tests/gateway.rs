@@ -5,9 +5,9 @@
 //! header, that a replica sent SIGTERM finishes its stream, is taken out by the health checks
 //! and every later request is answered by the other, and that stopping the fleet leaves no
 //! process behind. Also: the checked-in `configs/gateway/haproxy.cfg` is the generator's output
-//! and HAProxy accepts it. Skipped, with a note, only when HAProxy (or, for the fleet, redis-server)
-//! is not installed (CI installs
-//! it: scripts/setup.sh).
+//! and HAProxy accepts it. Skipped, with a note, only when HAProxy (or, for the fleet,
+//! redis-server) is not installed (CI installs both: scripts/setup.sh). The fleet harness is in
+//! `tests/common/fleet.rs`; the fleet under faults and load is `tests/fleet_load.rs`.
 
 mod common;
 
