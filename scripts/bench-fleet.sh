@@ -23,11 +23,17 @@
 # (with every request's record), metrics before/after per replica and the fleet's logs.
 #
 # Knobs (environment): CONFIGS (a,b,c,d), POOL (16 documents), DOC_WORDS (60-100 words),
-# DOCS (2 per request), ZIPF (1.0), NUM_REQUESTS (40), CONCURRENCY (2, closed loop),
+# DOCS (2 per request), ZIPF (1.0), NUM_REQUESTS (40), CONCURRENCY (1, closed loop; see below),
 # OUTPUT_TOKENS (2-8), SEED (0), ROUTE_HEADER (x-a3kv-route), REQUEST_TIMEOUT (300 s),
 # OUT (target/bench-fleet), CONFIG / REPLICA_ARGS (passed to scripts/fleet.sh for every
 # replica), A3KV (target/release/a3kv, built if missing), FLEET_TIMEOUT (240 s for a fleet to
 # come up).
+#
+# Counting: `tier="computed"` counts each request that got a chunk by computing it, so with
+# CONCURRENCY > 1 two requests missing the same chunk on one replica at once count twice
+# although the store's single flight computes it once (the second waits); at CONCURRENCY 1
+# the count is exact. Across replicas the shared tier's lease does the same for the fleet,
+# and a replica that waited for another's value counts a remote load, not a computation.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -37,7 +43,7 @@ DOC_WORDS="${DOC_WORDS:-60-100}"
 DOCS="${DOCS:-2}"
 ZIPF="${ZIPF:-1.0}"
 NUM_REQUESTS="${NUM_REQUESTS:-40}"
-CONCURRENCY="${CONCURRENCY:-2}"
+CONCURRENCY="${CONCURRENCY:-1}"
 OUTPUT_TOKENS="${OUTPUT_TOKENS:-2-8}"
 SEED="${SEED:-0}"
 ROUTE_HEADER="${ROUTE_HEADER:-x-a3kv-route}"
@@ -123,8 +129,10 @@ envval() { sed -n "s/^$2=//p" "$1/fleet/fleet.env" | tr -d '"'; }
 
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 AVX512="$(grep -m1 -o -w 'avx512f' /proc/cpuinfo || true)"
+HAS_AVX512=without
+[[ -n "$AVX512" ]] && HAS_AVX512=with
 say "trace: pool $POOL documents of $DOC_WORDS words, $DOCS per request, Zipf $ZIPF, $NUM_REQUESTS requests, closed loop x$CONCURRENCY, $OUTPUT_TOKENS output tokens, seed $SEED"
-say "cpu: $CPU ($(nproc) cores, ${AVX512:+with }${AVX512:-without} AVX-512)"
+say "cpu: $CPU ($(nproc) cores, $HAS_AVX512 AVX-512)"
 
 for c in "${WANT[@]}"; do
   dir="$OUT/$c"
@@ -248,13 +256,13 @@ def secs(v):
     return "-" if v is None else f"{v:.2f} s"
 
 print()
-print("| config | requests ok / failed | chunk computations | per request | memory hit rate "
-      "| remote hit rate | loads memory / remote / computed | TTFT p50 | TTFT p99 |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| config | requests ok / failed | served per replica | chunk computations | per request "
+      "| memory hit rate | remote hit rate | loads memory / remote / computed | TTFT p50 | TTFT p99 |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     l = r["chunk_loads_by_source"]
     print(f"| ({r['config']}) {r['name']} | {r['requests_ok']} / {r['requests_failed']} "
-          f"| {r['chunk_computations']} | {r['computations_per_request']:.2f} | {pct(r, 'memory')} "
+          f"| {' / '.join(map(str, r['served_per_replica']))} | {r['chunk_computations']} | {r['computations_per_request']:.2f} | {pct(r, 'memory')} "
           f"| {pct(r, 'remote')} | {l['memory']} / {l['remote']} / {l['computed']} "
           f"| {secs(r['ttft_p50_secs'])} | {secs(r['ttft_p99_secs'])} |")
 dc = {r["distinct_chunks"] for r in rows}
