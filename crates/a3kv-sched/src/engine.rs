@@ -175,6 +175,8 @@ impl Engine {
                     )));
                 }
             }
+            // Persisted so the id resolves after a restart and on other replicas.
+            s.store.put_document(&doc_id, &chunks).await?;
             let chunks = Arc::new(chunks);
             s.send(
                 Stage::Admission,
@@ -192,8 +194,22 @@ impl Engine {
             .names
             .get::<AdmissionMsg>(Stage::Admission)
             .ok_or_else(|| EngineError::Internal("admission is restarting".into()))?;
-        ractor::call_t!(a, AdmissionMsg::LookupDoc, CALL_TIMEOUT_MS, id.to_string())
-            .map_err(|e| EngineError::Internal(format!("admission: {e}")))
+        let known = ractor::call_t!(a, AdmissionMsg::LookupDoc, CALL_TIMEOUT_MS, id.to_string())
+            .map_err(|e| EngineError::Internal(format!("admission: {e}")))?;
+        if known.is_some() {
+            return Ok(known);
+        }
+        // Stored by an earlier run or another replica: register it here too.
+        let Some(chunks) = self.shared.store.get_document(id).await? else {
+            return Ok(None);
+        };
+        let chunks = Arc::new(chunks);
+        let _ = a.send_message(AdmissionMsg::RegisterDoc(
+            id.to_string(),
+            chunks.clone(),
+            false,
+        ));
+        Ok(Some((chunks, false)))
     }
 
     /// What the store holds for a document (its id, or a chunk's content hash).
@@ -250,8 +266,12 @@ impl Engine {
             .names
             .get::<AdmissionMsg>(Stage::Admission)
             .ok_or_else(|| EngineError::Internal("admission is restarting".into()))?;
-        let known = ractor::call_t!(a, AdmissionMsg::RemoveDoc, CALL_TIMEOUT_MS, id.to_string())
-            .map_err(|e| EngineError::Internal(format!("admission: {e}")))?;
+        let registered =
+            ractor::call_t!(a, AdmissionMsg::RemoveDoc, CALL_TIMEOUT_MS, id.to_string())
+                .map_err(|e| EngineError::Internal(format!("admission: {e}")))?;
+        let recorded = s.store.get_document(id).await?;
+        s.store.remove_document(id).await?;
+        let known = registered.or_else(|| recorded.map(Arc::new));
         let keys: Vec<a3kv_store::ChunkId> = match &known {
             Some(chunks) => chunks
                 .iter()

@@ -203,7 +203,8 @@ mod tests {
     #[test]
     fn every_histogram_has_buckets_including_two_seconds() {
         let b = histogram_buckets();
-        assert_eq!(b.len(), 12);
+        assert_eq!(b.len(), 14);
+        assert!(b.contains(&(REMOTE_GET, REMOTE_BUCKETS_SECS)));
         assert!(b
             .iter()
             .filter(|(_, v)| *v == LATENCY_BUCKETS_SECS)

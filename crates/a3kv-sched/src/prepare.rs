@@ -121,7 +121,8 @@ pub fn precheck(cfg: &EngineConfig, req: &GenerateRequest) -> Result<(), EngineE
     Ok(())
 }
 
-/// Document ids that need a store lookup (not in `registry`), with their token ids.
+/// Resolves the request's document ids that `registry` lacks: a document record in the
+/// store's lower tiers, else a chunk id.
 pub async fn lookup_unregistered(
     store: &ChunkStore,
     req: &GenerateRequest,
@@ -133,6 +134,11 @@ pub async fn lookup_unregistered(
             if let DocumentRef::Id(id) = d {
                 if let Some(chunks) = registry.get(id) {
                     found.insert(id.clone(), chunks.clone());
+                    continue;
+                }
+                // Stored by id by an earlier run or another replica.
+                if let Some(chunks) = store.get_document(id).await? {
+                    found.insert(id.clone(), Arc::new(chunks));
                     continue;
                 }
                 let key: a3kv_store::ChunkId = id

@@ -22,6 +22,9 @@ use crate::recovery::{self, RecoveryReport, CHUNK_EXT, TEMP_SUFFIX};
 use crate::stats::{Tier, TierStats};
 use crate::tier::{ChunkTier, Found, TierReader, TierSnapshot};
 
+/// Subdirectory of small records (document chunk lists); recovery skips directories.
+const RECORD_DIR: &str = "documents";
+
 /// Name of the lock file that makes one store the owner of a directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
@@ -464,6 +467,43 @@ impl ChunkTier for DiskTier {
 
     fn remove(&self, id: &ChunkId) -> Result<bool, StoreError> {
         DiskTier::remove(self, id)
+    }
+
+    fn put_record(&self, key: &str, value: &[u8]) -> bool {
+        let dir = self.root.join(RECORD_DIR);
+        let path = dir.join(key);
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{key}.{}.{n}{TEMP_SUFFIX}", std::process::id()));
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                let mut f = File::create(&tmp)?;
+                std::io::Write::write_all(&mut f, value)?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(path = %path.display(), error = %e, "cannot write a document record");
+                false
+            }
+        }
+    }
+
+    fn get_record(&self, key: &str) -> Found<Vec<u8>> {
+        match std::fs::read(self.root.join(RECORD_DIR).join(key)) {
+            Ok(b) => Found::Hit(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Miss,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "cannot read a document record");
+                Found::Unavailable
+            }
+        }
+    }
+
+    fn remove_record(&self, key: &str) -> bool {
+        std::fs::remove_file(self.root.join(RECORD_DIR).join(key)).is_ok()
     }
 
     fn snapshot(&self) -> TierSnapshot {

@@ -41,6 +41,7 @@ pub mod bench;
 mod config;
 mod data;
 mod disk;
+mod documents;
 mod error;
 mod format;
 #[cfg(test)]

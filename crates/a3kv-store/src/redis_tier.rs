@@ -7,6 +7,7 @@
 //!   written after the layers, so a reader that finds it finds a complete chunk unless Redis
 //!   evicted a layer since — then the layer is missing or short, counted as corrupt, the keys
 //!   are deleted and the chunk is recomputed and written again;
+//! - `doc:<key>` (under `a3kv:v1:F:`): a document's chunk list (`documents.rs`), no expiry;
 //! - `lease`: the fleet-wide single flight (`SET NX PX`, holder's token, released by a
 //!   compare-and-delete script).
 //!
@@ -470,6 +471,30 @@ impl ChunkTier for RedisTier {
             lease_waits_hit: get(&c.lease_waits_hit),
             lease_waits_timeout: get(&c.lease_waits_timeout),
         }
+    }
+
+    fn put_record(&self, key: &str, value: &[u8]) -> bool {
+        let k = format!("{}doc:{key}", self.prefix);
+        // No expiry: a record is tiny and names chunks by their tokens, so it stays useful
+        // after the chunks themselves expire (they are recomputed).
+        self.call("put", |c| {
+            ::redis::cmd("SET").arg(&k).arg(value).query::<()>(c)
+        })
+        .is_ok()
+    }
+
+    fn get_record(&self, key: &str) -> Found<Vec<u8>> {
+        match self.get(&format!("{}doc:{key}", self.prefix)) {
+            Ok(Some(b)) => Found::Hit(b),
+            Ok(None) => Found::Miss,
+            Err(_) => Found::Unavailable,
+        }
+    }
+
+    fn remove_record(&self, key: &str) -> bool {
+        let k = format!("{}doc:{key}", self.prefix);
+        self.call("delete", |c| ::redis::cmd("DEL").arg(&k).query::<u64>(c))
+            .is_ok_and(|n| n > 0)
     }
 
     fn lease(&self, id: &ChunkId) -> Lease {

@@ -514,6 +514,72 @@ impl ChunkStore {
         Ok(in_memory || lower)
     }
 
+    /// Records `document id → its chunks' token ids` in every lower tier (so the id can be
+    /// cited after a restart and by other replicas); returns whether any tier holds it.
+    ///
+    /// # Errors
+    /// [`StoreError::Task`] if the write task panicked.
+    pub async fn put_document(&self, id: &str, chunks: &[Vec<u32>]) -> Result<bool, StoreError> {
+        let tiers = self.inner.tiers.clone();
+        let (key, value) = (
+            crate::documents::record_key(id),
+            crate::documents::encode(id, chunks),
+        );
+        Ok(tokio::task::spawn_blocking(move || {
+            // Every tier, not the first that succeeds.
+            let mut any = false;
+            for t in tiers.iter() {
+                any |= t.put_record(&key, &value);
+            }
+            any
+        })
+        .await?)
+    }
+
+    /// A document's chunks' token ids from the first lower tier holding its record (written
+    /// back into the faster tiers); `None` when no tier has it.
+    ///
+    /// # Errors
+    /// [`StoreError::Task`] if the read task panicked.
+    pub async fn get_document(&self, id: &str) -> Result<Option<Vec<Vec<u32>>>, StoreError> {
+        let tiers = self.inner.tiers.clone();
+        let id = id.to_string();
+        Ok(tokio::task::spawn_blocking(move || {
+            let key = crate::documents::record_key(&id);
+            for (i, t) in tiers.iter().enumerate() {
+                let Found::Hit(bytes) = t.get_record(&key) else {
+                    continue;
+                };
+                if let Some(chunks) = crate::documents::decode(&id, &bytes) {
+                    for faster in &tiers[..i] {
+                        faster.put_record(&key, &bytes);
+                    }
+                    return Some(chunks);
+                }
+                tracing::warn!(document = %id, tier = t.tier().as_str(), "unreadable document record ignored");
+            }
+            None
+        })
+        .await?)
+    }
+
+    /// Deletes a document's record from every lower tier; returns whether any held it.
+    ///
+    /// # Errors
+    /// [`StoreError::Task`] if the task panicked.
+    pub async fn remove_document(&self, id: &str) -> Result<bool, StoreError> {
+        let tiers = self.inner.tiers.clone();
+        let key = crate::documents::record_key(id);
+        Ok(tokio::task::spawn_blocking(move || {
+            let mut any = false;
+            for t in tiers.iter() {
+                any |= t.remove_record(&key);
+            }
+            any
+        })
+        .await?)
+    }
+
     /// Whether a tier is known to hold the chunk (no I/O; a disk entry may still prove
     /// corrupt; the remote tier is not asked).
     pub fn contains(&self, id: &ChunkId) -> bool {

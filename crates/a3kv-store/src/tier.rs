@@ -58,6 +58,22 @@ pub trait ChunkTier: Send + Sync + fmt::Debug {
     /// Counters and gauges.
     fn snapshot(&self) -> TierSnapshot;
 
+    /// Stores a small named record (a document's chunk list, `documents.rs`); returns whether
+    /// it is now held. Tiers without records keep none.
+    fn put_record(&self, _key: &str, _value: &[u8]) -> bool {
+        false
+    }
+
+    /// Reads a record written by [`ChunkTier::put_record`].
+    fn get_record(&self, _key: &str) -> Found<Vec<u8>> {
+        Found::Miss
+    }
+
+    /// Deletes a record; returns whether it existed.
+    fn remove_record(&self, _key: &str) -> bool {
+        false
+    }
+
     /// Asks for the right to compute `id` for every process sharing this tier (a fleet-wide
     /// single flight). Local tiers have nothing to coordinate: [`Lease::NotShared`].
     fn lease(&self, _id: &ChunkId) -> Lease {

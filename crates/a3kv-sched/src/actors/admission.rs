@@ -149,6 +149,14 @@ impl Actor for Admission {
                     Ok(valid) => {
                         for (id, chunks) in &valid.new_docs {
                             st.registry.insert(id.clone(), chunks.clone());
+                            // Persisted in the background (restarts, other replicas).
+                            let (store, id, chunks) =
+                                (shared.store.clone(), id.clone(), chunks.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = store.put_document(&id, &chunks).await {
+                                    tracing::warn!(document = %id, error = %e, "cannot persist a document record");
+                                }
+                            });
                         }
                         st.waiting.push_back(Waiting {
                             valid,

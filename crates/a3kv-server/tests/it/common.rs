@@ -188,3 +188,21 @@ pub fn rag_chat(question: &str, max_tokens: u32, stream: bool) -> Value {
         "stream": stream,
     })
 }
+
+/// Asks the small RAG chat of [`rag_chat`] ("Where is the Eiffel Tower?", 8 tokens, greedy),
+/// asserts a 200, and returns the answer text.
+pub async fn ask_eiffel(addr: SocketAddr) -> String {
+    let r = client()
+        .post(format!("{}/v1/chat/completions", base(addr)))
+        .json(&rag_chat("Where is the Eiffel Tower?", 8, false))
+        .send()
+        .await
+        .expect("send");
+    let status = r.status();
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(status, 200, "{v}");
+    v.pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .expect("content")
+        .to_string()
+}

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use a3kv_store::DiskConfig;
-use serde_json::Value;
 
-use crate::common::{base, client, lock, metric_sum, model_path, rag_chat, scrape, test_config};
+use crate::common::{ask_eiffel, lock, metric_sum, model_path, scrape, test_config};
 
 /// How a stored file is damaged.
 #[derive(Debug, Clone, Copy)]
@@ -68,22 +67,6 @@ fn chunk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-async fn ask(addr: std::net::SocketAddr) -> String {
-    let r = client()
-        .post(format!("{}/v1/chat/completions", base(addr)))
-        .json(&rag_chat("Where is the Eiffel Tower?", 8, false))
-        .send()
-        .await
-        .expect("send");
-    let status = r.status();
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(status, 200, "{v}");
-    v.pointer("/choices/0/message/content")
-        .and_then(Value::as_str)
-        .expect("content")
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_chunk_files_are_recomputed_and_every_request_succeeds() {
     let Some(model) = model_path() else { return };
@@ -98,7 +81,7 @@ async fn damaged_chunk_files_are_recomputed_and_every_request_succeeds() {
     let h = a3kv_server::start(cfg.clone(), false)
         .await
         .expect("server starts");
-    let expected = ask(h.addr).await;
+    let expected = ask_eiffel(h.addr).await;
     h.shutdown();
     h.wait().await.expect("clean exit");
     let originals: Vec<(PathBuf, Vec<u8>)> = chunk_files(dir.path())
@@ -131,7 +114,7 @@ async fn damaged_chunk_files_are_recomputed_and_every_request_succeeds() {
             "a3kv:chunk_corrupt_total",
             "tier=\"disk\"",
         );
-        assert_eq!(ask(h.addr).await, expected, "{how:?}: same answer");
+        assert_eq!(ask_eiffel(h.addr).await, expected, "{how:?}: same answer");
         let after = metric_sum(
             &scrape(h.addr).await,
             "a3kv:chunk_corrupt_total",
@@ -167,7 +150,7 @@ async fn damaged_chunk_files_are_recomputed_and_every_request_succeeds() {
         "a3kv:chunk_corrupt_total",
         "tier=\"disk\"",
     );
-    assert_eq!(ask(h.addr).await, expected);
+    assert_eq!(ask_eiffel(h.addr).await, expected);
     let m = scrape(h.addr).await;
     assert_eq!(
         metric_sum(&m, "a3kv:chunk_corrupt_total", "tier=\"disk\""),
