@@ -5,37 +5,21 @@
 //! header, that a replica sent SIGTERM finishes its stream, is taken out by the health checks
 //! and every later request is answered by the other, and that stopping the fleet leaves no
 //! process behind. Also: the checked-in `configs/gateway/haproxy.cfg` is the generator's output
-//! and HAProxy accepts it. Skipped, with a note, only when HAProxy is not installed (CI installs
-//! it: scripts/setup.sh).
+//! and HAProxy accepts it. Skipped, with a note, only when HAProxy (or, for the fleet,
+//! redis-server) is not installed (CI installs both: scripts/setup.sh). The fleet harness is in
+//! `tests/common/fleet.rs`; the fleet under faults and load is `tests/fleet_load.rs`.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::fleet::{
+    alive, gateway_states, haproxy, redis_present, signal, small_config, start_fleet, ROUTE,
+};
 use common::{a3kv, metric, model_present, request, ROOT};
-
-const ROUTE: &str = "x-a3kv-route";
-
-/// HAProxy's path (Debian puts it in /usr/sbin), or `None` (skip) when it is not installed.
-fn haproxy() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|d| d.join("haproxy"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install haproxy (scripts/setup.sh)"
-        );
-        eprintln!("SKIP: haproxy is not installed (apt-get install haproxy; scripts/setup.sh)");
-    }
-    found
-}
 
 #[test]
 fn checked_in_haproxy_config_is_the_generators_output_and_valid() {
@@ -86,137 +70,6 @@ fn checked_in_haproxy_config_is_the_generators_output_and_valid() {
     assert!(!bad.status.success());
 }
 
-/// A port free on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// Whether process `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status();
-}
-
-/// `KEY=VALUE` lines of `fleet.env` (quotes removed).
-fn read_env(path: &Path) -> Option<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let map: BTreeMap<String, String> = text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect();
-    map.contains_key("ROUTE_HEADER").then_some(map)
-}
-
-/// The fleet script and every process it started; stops them whatever way the test ends.
-struct Fleet {
-    script: Child,
-    env: BTreeMap<String, String>,
-    dir: PathBuf,
-}
-
-impl Fleet {
-    fn pids(&self) -> Vec<u32> {
-        ["GATEWAY_PID", "REPLICA_PIDS", "REDIS_PID"]
-            .iter()
-            .filter_map(|k| self.env.get(*k))
-            .flat_map(|v| v.split_whitespace())
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    }
-
-    fn gateway(&self) -> String {
-        self.env["GATEWAY_URL"].trim_start_matches("http://").into()
-    }
-
-    fn replicas(&self) -> Vec<String> {
-        self.env["REPLICA_URLS"]
-            .split_whitespace()
-            .map(|u| u.trim_start_matches("http://").to_string())
-            .collect()
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        if self.script.try_wait().ok().flatten().is_none() {
-            signal(self.script.id(), "TERM");
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(30) {
-                if self.script.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let _ = self.script.kill();
-            let _ = self.script.wait();
-        }
-        for pid in self.pids() {
-            if alive(pid) {
-                signal(pid, "KILL");
-            }
-        }
-    }
-}
-
-/// Starts `scripts/fleet.sh up` and waits for its `fleet.env`.
-fn start_fleet(dir: &Path, config: &Path, remote: bool) -> Fleet {
-    let fleet_dir = dir.join("fleet");
-    let out = std::fs::File::create(dir.join("fleet.out")).unwrap();
-    let script = Command::new("bash")
-        .args(["scripts/fleet.sh", "up"])
-        .current_dir(ROOT)
-        .env("A3KV", env!("CARGO_BIN_EXE_a3kv"))
-        .env("REPLICAS", "2")
-        .env("GATEWAY_PORT", free_port().to_string())
-        .env("CONFIG", config)
-        .env("FLEET_DIR", &fleet_dir)
-        .env("FLEET_REMOTE", if remote { "1" } else { "0" })
-        .env("CHECK_INTER", "500ms")
-        .env("STOP_TIMEOUT", "30")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut fleet = Fleet {
-        script,
-        env: BTreeMap::new(),
-        dir: fleet_dir.clone(),
-    };
-    let t0 = Instant::now();
-    loop {
-        if let Some(env) = read_env(&fleet_dir.join("fleet.env")) {
-            fleet.env = env;
-            return fleet;
-        }
-        if let Ok(Some(status)) = fleet.script.try_wait() {
-            let out = std::fs::read_to_string(dir.join("fleet.out")).unwrap_or_default();
-            panic!("fleet.sh exited at start ({status}):\n{out}");
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(180),
-            "fleet not up in 180 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// A small RAG chat completion (one short document, greedy, 2 tokens).
 fn chat_body(stream: bool, max_tokens: u32) -> String {
     serde_json::json!({
@@ -265,53 +118,19 @@ fn delta(after: &[f64], before: &[f64]) -> Vec<u64> {
         .collect()
 }
 
-/// Replica states in the routed backend from the gateway's stats CSV: `{r1: "UP", ..}`.
-fn gateway_states(gateway: &str) -> BTreeMap<String, String> {
-    let r = request(gateway, "GET", "/gateway/stats;csv", &[], None);
-    let mut lines = r.body.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or("")
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let col = |name: &str| header.iter().position(|h| *h == name);
-    let (Some(px), Some(sv), Some(st)) = (col("pxname"), col("svname"), col("status")) else {
-        return BTreeMap::new();
-    };
-    lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|f| f.get(px) == Some(&"replicas_routed"))
-        .filter(|f| f.get(sv).is_some_and(|s| s.starts_with('r')))
-        .map(|f| (f[sv].to_string(), f.get(st).unwrap_or(&"").to_string()))
-        .collect()
-}
-
 #[test]
 fn fleet_routes_by_key_balances_without_it_survives_a_drain_and_stops_cleanly() {
     if !model_present() || haproxy().is_none() {
         return;
     }
     let remote = true;
-    if !Path::new("/usr/bin/redis-server").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install redis-server"
-        );
-        eprintln!("SKIP: redis-server is not installed (apt-get install redis-server)");
+    if !redis_present() {
         return;
     }
     let t_start = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("serve.toml");
-    std::fs::write(
-        &config,
-        "[engine]\nmax_prompt_tokens = 1024\nmax_new_tokens = 64\nmax_documents = 4\n\
-         [engine.store]\nmemory_budget_bytes = 268435456\n\
-         [limits]\ndefault_max_tokens = 4\n[shutdown]\ndrain_secs = 10\n",
-    )
-    .unwrap();
-    let fleet = start_fleet(dir.path(), &config, remote);
+    let config = small_config(dir.path());
+    let fleet = start_fleet(dir.path(), &config, 2, remote, "500ms");
     let t_up = t_start.elapsed();
     let gateway = fleet.gateway();
     let replicas = fleet.replicas();
@@ -436,10 +255,7 @@ fn fleet_routes_by_key_balances_without_it_survives_a_drain_and_stops_cleanly() 
         .find(|(_, r)| r.as_str() == "r2")
         .map(|(k, _)| k.clone())
         .expect("a key lives on r2");
-    let pids: Vec<u32> = fleet.env["REPLICA_PIDS"]
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
+    let pids = fleet.replica_pids();
     let stream = {
         let (gw, key) = (gateway.clone(), r1_key.clone());
         std::thread::spawn(move || {

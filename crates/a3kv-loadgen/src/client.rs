@@ -248,6 +248,7 @@ impl LoadClient {
         };
         RequestRecord {
             index: spec.index,
+            docs: spec.docs.clone(),
             sent_at_secs,
             warmup: false,
             http_status: p.status,

@@ -98,6 +98,10 @@ pub struct FusionUsage {
 pub struct RequestRecord {
     /// Position in the trace.
     pub index: usize,
+    /// Pool indices of the cited documents, in prompt order (the trace's content: distinct
+    /// documents over a run, for counting the distinct chunks a fleet had to compute).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docs: Vec<usize>,
     /// Send time, seconds from the run start.
     pub sent_at_secs: f64,
     /// Sent during warm-up: excluded from the statistics.

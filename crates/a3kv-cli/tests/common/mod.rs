@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests of the `a3kv` binary: finding the default model
 //! (skip with a note only outside CI), running the binary from the repository root, one-shot
-//! HTTP/1.1 requests over loopback, and reading Prometheus samples.
+//! HTTP/1.1 requests over loopback, reading Prometheus samples, and a fleet of real processes
+//! behind the gateway ([`fleet`]).
 #![allow(dead_code)]
+
+pub mod fleet;
 
 use std::process::Command;
 use std::time::Duration;
@@ -52,7 +55,7 @@ impl Response {
 }
 
 /// One HTTP/1.1 request with extra `headers` over a fresh loopback connection, read to the end
-/// (at most 120 s of silence).
+/// (at most 120 s of silence). Panics, naming the request, if the exchange fails.
 pub fn request(
     addr: &str,
     method: &str,
@@ -60,9 +63,22 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Response {
+    try_request(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
+}
+
+/// [`request`] that reports a failed exchange (refused, reset, timed out) as an error; a
+/// response cut short mid-body is returned with what arrived.
+pub fn try_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<Response> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let body = body.unwrap_or("");
     let extra: String = headers
         .iter()
@@ -73,10 +89,9 @@ pub fn request(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          {extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    )?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw)?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -102,7 +117,7 @@ pub fn request(
         body.to_vec()
     })
     .to_string();
-    r
+    Ok(r)
 }
 
 /// The payload of a chunked body (what arrived of it, for a cut stream).
