@@ -122,6 +122,20 @@ impl Actor for Admission {
                 tokio::spawn(async move {
                     let res = match lookup_unregistered(&shared.store, &sub.req, &snapshot).await {
                         Ok(docs) => {
+                            // Ids resolved from the store's document records (or as chunk
+                            // ids) join the registry, so later requests skip the lookup.
+                            for (id, chunks) in &docs {
+                                if !snapshot.contains_key(id) {
+                                    let _ = shared.send(
+                                        Stage::Admission,
+                                        AdmissionMsg::RegisterDoc(
+                                            id.clone(),
+                                            chunks.clone(),
+                                            false,
+                                        ),
+                                    );
+                                }
+                            }
                             let s2 = shared.clone();
                             let req = sub.req.clone();
                             shared
