@@ -13,6 +13,8 @@ use candle_core::{Tensor, D};
 
 use crate::cpu_ops::masked_softmax;
 use crate::kernels::cpu::attention::few_rows_attention;
+use crate::kernels::cpu::flash::flash_attention;
+use crate::kernels::cpu::Isa;
 use crate::{ModelError, Result};
 
 /// Query rows per block at most: bounds the `[H, rows, keys]` score buffer.
@@ -93,15 +95,34 @@ pub fn causal_attention(
     k_pos: &[u32],
 ) -> Result<Tensor> {
     check_shapes(q, q_pos, k, v, k_pos)?;
-    let (h, n, d) = q.dims3()?;
+    let (_, n, d) = q.dims3()?;
     if n <= FEW_ROWS {
         if let Some(out) = few_rows_attention(q, q_pos, k, v, k_pos)? {
             return Ok(out);
         }
     }
+    let scale = 1.0 / (d as f64).sqrt();
+    if let Some(out) = flash_attention(q, q_pos, k, v, k_pos, scale as f32, Isa::detect())? {
+        return Ok(out);
+    }
+    blocked_attention(q, q_pos, k, v, k_pos)
+}
+
+/// The general path of [`causal_attention`] (other devices, dtypes and head sizes):
+/// blocks of query rows, each multiplied against the key prefix its furthest row sees,
+/// with a materialised score block and the fused masked softmax.
+pub fn blocked_attention(
+    q: &Tensor,
+    q_pos: &[u32],
+    k: &Tensor,
+    v: &Tensor,
+    k_pos: &[u32],
+) -> Result<Tensor> {
+    check_shapes(q, q_pos, k, v, k_pos)?;
+    let (h, n, d) = q.dims3()?;
+    let scale = 1.0 / (d as f64).sqrt();
     let (hkv, _m, _) = k.dims3()?;
     let g = h / hkv;
-    let scale = 1.0 / (d as f64).sqrt();
     let mut outs = Vec::with_capacity(n.div_ceil(ATTENTION_BLOCK_ROWS));
     let mut start = 0;
     while start < n {

@@ -1,7 +1,7 @@
 //! CPU kernels of the quantised matmul (`x · Wᵀ` with `W` a [`QMatrix`] dequantised in
 //! registers, `x` f32): AVX-512, AVX2, and the plain-Rust [`reference`] twin. [`Isa::detect`]
 //! picks the best one the CPU runs, once. Also: [`attention`] of a few query rows over a
-//! cache, and [`on_pool`] to run a decode step on the rayon pool.
+//! cache, [`flash`] attention for prefill (query and key tiles, online softmax), and [`on_pool`] to run a decode step on the rayon pool.
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -13,6 +13,7 @@ pub mod attention;
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+pub mod flash;
 pub mod reference;
 
 /// Runs `f` on a worker of the rayon pool (inline when already on one). A decode step is
