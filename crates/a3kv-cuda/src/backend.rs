@@ -199,6 +199,12 @@ impl CudaBackend {
         self.stream.clone_htod(xs).map_err(drv("upload"))
     }
 
+    /// Uploads an f32 buffer (scores).
+    pub fn upload_f32(&self, xs: &[f32]) -> Result<CudaSlice<f32>> {
+        let xs: &[f32] = if xs.is_empty() { &[0.0] } else { xs };
+        self.stream.clone_htod(xs).map_err(drv("upload"))
+    }
+
     /// Downloads `t` as f32.
     pub fn download(&self, t: &DeviceTensor) -> Result<Vec<f32>> {
         let bits = self.stream.clone_dtoh(&t.data).map_err(drv("download"))?;

@@ -21,9 +21,13 @@ pub mod reference;
 #[cfg(feature = "cuda")]
 pub mod backend;
 #[cfg(feature = "cuda")]
+pub mod bench;
+#[cfg(feature = "cuda")]
 pub mod device_tier;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
+#[cfg(feature = "cuda")]
+pub mod parity;
 #[cfg(feature = "cuda")]
 pub mod transfer;
 
