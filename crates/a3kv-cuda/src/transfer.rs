@@ -31,9 +31,15 @@ impl PinnedChunk {
         let mut out = Vec::with_capacity(layers.len());
         for l in layers {
             // SAFETY: the memory is fully written below before any read.
-            let mut p =
-                unsafe { ctx.alloc_pinned::<u16>(l.len().max(1)) }.map_err(drv("pinned alloc"))?;
-            p.as_mut_slice().map_err(drv("pinned map"))?[..l.len()].copy_from_slice(l);
+            if l.is_empty() {
+                return Err(DeviceError::BadArgument(
+                    "pinned chunk: an empty layer".into(),
+                ));
+            }
+            let mut p = unsafe { ctx.alloc_pinned::<u16>(l.len()) }.map_err(drv("pinned alloc"))?;
+            p.as_mut_slice()
+                .map_err(drv("pinned map"))?
+                .copy_from_slice(l);
             out.push(p);
         }
         Ok(Self { layers: out })
@@ -125,15 +131,17 @@ pub fn execute(
                     .get_mut(slot)
                     .ok_or_else(|| DeviceError::BadArgument(format!("no staging slot {slot}")))?;
                 let (at, len) = (offset_bytes as usize / 2, bytes as usize / 2);
-                if src.len() < len || dst.len() < at + len {
+                // The whole pinned buffer is copied: passing the `PinnedHostSlice` itself
+                // makes cudarc order the copy with an event; a plain `&[u16]` would make it
+                // synchronise the copy stream after every copy and lose the overlap.
+                if src.len() != len || dst.len() < at + len {
                     return Err(DeviceError::BadArgument(format!(
-                        "copy of {len} elements at {at}: source {}, slot {}",
+                        "copy of {len} elements at {at}: pinned buffer {}, slot {}",
                         src.len(),
                         dst.len()
                     )));
                 }
-                let src_slice = src.as_slice().map_err(drv("pinned map"))?;
-                copy.memcpy_htod(&src_slice[..len], &mut dst.slice_mut(at..at + len))
+                copy.memcpy_htod(src, &mut dst.slice_mut(at..at + len))
                     .map_err(drv("copy"))?;
             }
             Issued::Copy(CopyOp::RecordCopied { layer }) => {

@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 
 /// `A3KV_*` variables that are not config keys but are read elsewhere; any other `A3KV_*`
 /// variable must name a key.
-pub const OTHER_ENV_VARS: [(&str, &str); 6] = [
+pub const OTHER_ENV_VARS: [(&str, &str); 7] = [
     (
         "A3KV_MODEL",
         "alias of model.path (also the default model of every command)",
