@@ -3,7 +3,7 @@
 # Debian packages (prometheus + promtool for the metrics tests, haproxy and redis-server for
 # the fleet: scripts/fleet.sh and the gateway test), the Python `openai` client
 # (the OpenAI-compatibility test), then the model and the QA data (hash-checked, into the
-# git-ignored models/ and data/). Used by scripts/test.sh (the README's test command) and CI.
+# git-ignored models/ and data/), and libnvrtc (hash-checked, into the git-ignored tools/). Used by scripts/test.sh (the README's test command) and CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,3 +43,5 @@ fi
 
 scripts/fetch-model.sh
 scripts/fetch-data.sh
+# libnvrtc for the a3kv-cuda NVRTC test (compiles every kernel to PTX without a GPU).
+scripts/fetch-nvrtc.sh

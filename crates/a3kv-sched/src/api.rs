@@ -45,6 +45,11 @@ pub struct EngineConfig {
     pub batching: bool,
     /// The start-up fusion correctness gate (`gate.rs`).
     pub fusion_gate: crate::GateConfig,
+    /// Compute device of the fused-prefill kernels: `cpu`, `cuda:N` (`cuda` = `cuda:0`; the
+    /// server refuses to start without that device) or `auto` (CUDA device 0 if present,
+    /// else the CPU, logged). Resolved by the server with `a3kv_cuda::resolve_device`.
+    /// Default `cpu`.
+    pub device: String,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +78,7 @@ impl Default for EngineConfig {
             compute_threads: 0,
             batching: true,
             fusion_gate: crate::GateConfig::default(),
+            device: "cpu".into(),
         }
     }
 }

@@ -79,6 +79,13 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
         &["quantized", "f32"],
     )?;
     let e = &cfg.engine;
+    if e.device.parse::<a3kv_cuda::DeviceRequest>().is_err() {
+        return Err(ConfigError::Invalid {
+            key: "engine.device".into(),
+            value: format!("{:?}", e.device),
+            allowed: "cpu, auto, cuda or cuda:N".into(),
+        });
+    }
     range("engine.max_waiting", e.max_waiting, 1, 1_000_000)?;
     range("engine.max_running", e.max_running, 1, 4096)?;
     range("engine.max_batch_tokens", e.max_batch_tokens, 1, 1 << 20)?;

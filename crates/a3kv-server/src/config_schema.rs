@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 
 /// `A3KV_*` variables that are not config keys but are read elsewhere; any other `A3KV_*`
 /// variable must name a key.
-pub const OTHER_ENV_VARS: [(&str, &str); 6] = [
+pub const OTHER_ENV_VARS: [(&str, &str); 7] = [
     (
         "A3KV_MODEL",
         "alias of model.path (also the default model of every command)",
@@ -23,6 +23,7 @@ pub const OTHER_ENV_VARS: [(&str, &str); 6] = [
     ("A3KV_DATA_DIR", "data sets of eval and loadgen"),
     ("A3KV_MODELS_DIR", "scripts/fetch-model.sh"),
     ("A3KV_HEATMAP_OUT", "the eval heat map output"),
+    ("A3KV_NVRTC_LIB", "the libnvrtc the CUDA backend loads"),
 ];
 
 /// One configuration key.

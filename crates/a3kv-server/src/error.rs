@@ -96,6 +96,9 @@ pub enum ServeError {
     /// The metrics recorder could not be installed.
     #[error("installing the Prometheus recorder: {0}")]
     Metrics(String),
+    /// `engine.device` names a device this machine or binary does not have.
+    #[error(transparent)]
+    Device(#[from] a3kv_cuda::DeviceError),
 }
 
 impl From<EngineError> for ServeError {

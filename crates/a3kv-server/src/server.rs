@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use a3kv_cuda::{probe_driver, resolve_device, DeviceChoice, DeviceRequest};
 use a3kv_model::{find_default_model, load_model, DType, Device, LoadOptions, MISSING_MODEL_HINT};
 use a3kv_sched::Engine;
 use axum::extract::DefaultBodyLimit;
@@ -128,10 +129,35 @@ pub fn load_options(cfg: &ServerConfig) -> Result<LoadOptions, ServeError> {
     })
 }
 
+/// Resolves `engine.device` against this machine (a driver probe that makes no CUDA call
+/// without a driver): `cuda:N` that cannot be had is an error naming what is missing; `auto`
+/// falls back to the CPU with a log line. The engine's layer math runs on the CPU either way
+/// (the a3kv-cuda kernels are not wired into it yet), which is logged when CUDA is chosen.
+pub fn resolve_engine_device(value: &str) -> Result<DeviceChoice, ServeError> {
+    let request: DeviceRequest = value.parse()?;
+    let choice = resolve_device(request, &probe_driver())?;
+    match &choice {
+        DeviceChoice::Cpu {
+            fallback: Some(why),
+        } => tracing::info!(
+            device = "cpu",
+            "engine.device = auto: running on the CPU: {why}"
+        ),
+        DeviceChoice::Cpu { fallback: None } => {}
+        DeviceChoice::Cuda(n) => tracing::warn!(
+            device = %format!("cuda:{n}"),
+            "engine.device: CUDA device {n} is present, but the engine's layer math is not wired \
+             to the a3kv-cuda kernels yet and runs on the CPU"
+        ),
+    }
+    Ok(choice)
+}
+
 /// Loads the model, starts the engine and binds; `listen_signals` makes SIGTERM/SIGINT start
 /// the graceful shutdown.
 pub async fn start(cfg: ServerConfig, listen_signals: bool) -> Result<ServerHandle, ServeError> {
     let prometheus = crate::metrics::install(&cfg.metrics)?;
+    resolve_engine_device(&cfg.engine.device)?;
     let path = model_path(&cfg)?;
     let opts = load_options(&cfg)?;
     let t0 = Instant::now();

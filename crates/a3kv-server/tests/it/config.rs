@@ -206,6 +206,7 @@ fn changed(key: &str, v: &Value) -> Value {
         Value::String(s) => Value::String(match key {
             "listen" => "127.0.0.1:9123".into(),
             "model.device" => "cuda:1".into(),
+            "engine.device" => "cuda:1".into(),
             "model.dtype" => "bf16".into(),
             "model.decode_weights" => "f32".into(),
             "log.format" => "json".into(),
