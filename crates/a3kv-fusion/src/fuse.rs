@@ -422,6 +422,10 @@ impl FusionRun {
         }
         let recomputed = self.rows.len() - self.prompt.question_len();
         self.report.account(&self.prompt, recomputed);
+        let scores = self.params.method.selector().scores_at_check_layer();
+        let exact = if scores { self.check_layer } else { 0 };
+        self.report.flop_floor =
+            crate::cost::floor_share(model.config(), self.prompt.len(), exact, scores, &self.rows);
         if with_selection {
             self.report.selected_positions = Some(self.rows[..recomputed].to_vec());
         }
@@ -462,6 +466,7 @@ pub fn full_prefill(
             prompt_tokens: t,
             fresh_tokens: t,
             recompute_ratio: 1.0,
+            flop_floor: 1.0,
             total_secs: t0.elapsed().as_secs_f64(),
             ..Default::default()
         },

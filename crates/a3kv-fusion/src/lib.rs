@@ -7,6 +7,7 @@
 
 pub mod a3;
 pub mod chunk;
+pub mod cost;
 pub mod decode;
 pub mod error;
 pub mod evict;

@@ -33,6 +33,10 @@ pub struct FusionReport {
     pub selective_secs: f64,
     /// Total seconds of the fused prefill.
     pub total_secs: f64,
+    /// The arithmetic floor: this prefill's multiply-adds as a share of a full prefill's
+    /// over the same prompt ([`crate::cost::floor_share`]; 1 for `full`).
+    #[serde(default)]
+    pub flop_floor: f64,
     /// Selected document rows (global positions), when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected_positions: Option<Vec<u32>>,

@@ -330,8 +330,16 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
     let result = rt.block_on(async {
         let mut rows = Vec::new();
         println!(
-            "{:>7} {:>11} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
-            "tokens", "method", "TTFT s", "vs first", "recomp.", "repos. s", "check s", "select. s"
+            "{:>7} {:>11} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "tokens",
+            "method",
+            "TTFT s",
+            "vs first",
+            "floor",
+            "recomp.",
+            "repos. s",
+            "check s",
+            "select. s"
         );
         for &n in &a.lengths {
             let doc_tokens = n.saturating_sub(prefix_len + question_len).max(1);
@@ -376,11 +384,12 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
                 let base_t = *base.get_or_insert(ttft);
                 let r = last.unwrap_or_default();
                 println!(
-                    "{:>7} {:>11} {:>10.3} {:>7.3}x {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                    "{:>7} {:>11} {:>10.3} {:>7.3}x {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
                     tokens,
                     m.as_str(),
                     ttft,
                     ttft / base_t,
+                    r.flop_floor,
                     r.recompute_ratio,
                     r.reposition_secs,
                     r.check_secs,
