@@ -20,7 +20,9 @@ use crate::{FusionError, Result};
 /// The cached, not yet re-positioned KV of a whole prompt at one layer.
 pub trait CachedLayers {
     /// Pre-RoPE keys and values `[H_kv, T, d]` of layer `l` over all prompt rows
-    /// (question rows, which have no cache, may hold anything).
+    /// (question rows, which have no cache, may hold anything). The tensors are the
+    /// caller's: fusion writes the recomputed rows into the values in place, so they must
+    /// not share storage with a cache that outlives the call.
     fn layer(&self, l: usize) -> Result<(Tensor, Tensor)>;
 }
 
@@ -94,22 +96,31 @@ impl CachedLayers for PromptCache {
 /// Overwrites rows `rows` of `base` `[H, T, d]` with `src` `[H, |rows|, d]` (one copy of
 /// `base`, on its device).
 pub fn scatter_rows(base: &Tensor, rows: &[u32], src: &Tensor) -> Result<Tensor> {
-    let (h, t, d) = base.dims3()?;
+    let out = base.copy()?;
+    write_rows(&out, rows, src)?;
+    Ok(out)
+}
+
+/// Writes `src` `[H, |rows|, d]` over rows `rows` of `dst` `[H, T, d]` in place. `dst` must
+/// be a tensor the caller owns (its storage is changed for every holder).
+pub fn write_rows(dst: &Tensor, rows: &[u32], src: &Tensor) -> Result<()> {
+    let (h, t, d) = dst.dims3()?;
     let (sh, r, sd) = src.dims3()?;
     if (sh, sd, r) != (h, d, rows.len()) || rows.iter().any(|&i| i as usize >= t) {
         return Err(FusionError::InvalidParameter(format!(
             "scatter {:?} rows into {:?}",
             src.dims(),
-            base.dims()
+            dst.dims()
         )));
     }
     if r == 0 {
-        return Ok(base.clone());
+        return Ok(());
     }
-    let idx = Tensor::from_slice(rows, (1, r, 1), base.device())?
+    let idx = Tensor::from_slice(rows, (1, r, 1), dst.device())?
         .broadcast_as((h, r, d))?
         .contiguous()?;
-    Ok(base.scatter(&idx, &src.to_dtype(base.dtype())?.contiguous()?, 1)?)
+    let src = src.to_dtype(dst.dtype())?.contiguous()?;
+    Ok(dst.scatter_set(&idx, &src, 1)?)
 }
 
 /// Result of a fused prefill.
@@ -358,12 +369,20 @@ impl FusionRun {
         }
         let tr = Instant::now();
         let (k_pre, v_cached) = cached.layer(l)?;
-        let k_all = model.rope().apply(&k_pre, &self.positions)?;
+        // RoPE writes a new tensor: the fresh keys go into it in place.
+        let k_f = model.rope().apply(&k_pre, &self.positions)?;
         self.report.reposition_secs += tr.elapsed().as_secs_f64();
         let q = model.rope().apply(q, &self.rows)?;
         let k = model.rope().apply(k, &self.rows)?;
-        let k_f = scatter_rows(&k_all, &self.rows, &k)?;
-        let v_f = scatter_rows(&v_cached, &self.rows, v)?;
+        write_rows(&k_f, &self.rows, &k)?;
+        // The cached V is this call's own (the trait's contract): written in place, or
+        // copied first when it is not contiguous.
+        let v_f = if v_cached.is_contiguous() {
+            v_cached
+        } else {
+            v_cached.contiguous()?
+        };
+        write_rows(&v_f, &self.rows, v)?;
         let a = model.layer_attention(l, &q, &self.rows, &k_f, &v_f, &self.positions)?;
         self.push_question_q(&q)?;
         self.layers.push(LayerKv::new(k_f, v_f)?);

@@ -46,28 +46,34 @@ fn assemble(
 ) -> Result<(Tensor, Tensor), EngineError> {
     let c = model.config();
     let (hkv, d, t) = (c.num_kv_heads, c.head_dim, prompt.len());
-    let mut k = vec![0f32; hkv * t * d];
-    let mut v = vec![0f32; hkv * t * d];
-    let mut start = 0usize;
+    let mut rows = 0usize;
     for p in parts {
         let n = p.k.len() / (hkv * d);
-        if p.k.len() != hkv * n * d || p.v.len() != p.k.len() || start + n > t {
+        if p.k.len() != hkv * n * d || p.v.len() != p.k.len() || rows + n > t {
             return Err(EngineError::Internal(
                 "cached layer does not fit the prompt".into(),
             ));
         }
-        for h in 0..hkv {
-            let dst = (h * t + start) * d;
-            k[dst..dst + n * d].copy_from_slice(&p.k[h * n * d..(h + 1) * n * d]);
-            v[dst..dst + n * d].copy_from_slice(&p.v[h * n * d..(h + 1) * n * d]);
-        }
-        start += n;
+        rows += n;
     }
-    if start + prompt.question_len() != t {
+    if rows + prompt.question_len() != t {
         return Err(EngineError::Internal(format!(
-            "cached parts cover {start} rows, prompt expects {}",
+            "cached parts cover {rows} rows, prompt expects {}",
             t - prompt.question_len()
         )));
+    }
+    // Written once, head by head (no zero fill first): each part's rows of the head, then
+    // zeros for the question rows.
+    let mut k = Vec::with_capacity(hkv * t * d);
+    let mut v = Vec::with_capacity(hkv * t * d);
+    for h in 0..hkv {
+        for p in parts {
+            let n = p.k.len() / (hkv * d);
+            k.extend_from_slice(&p.k[h * n * d..(h + 1) * n * d]);
+            v.extend_from_slice(&p.v[h * n * d..(h + 1) * n * d]);
+        }
+        k.resize((h + 1) * t * d, 0.0);
+        v.resize((h + 1) * t * d, 0.0);
     }
     let dev = model.device();
     let mk = |x: Vec<f32>| {
