@@ -25,6 +25,9 @@ pub const CHUNK_LOAD: &str = "a3kv:chunk_load_seconds";
 pub const SELECTION_TIME: &str = "a3kv:fusion_selection_seconds";
 /// `a3kv:fusion_recompute_ratio{method}` — recomputed / document rows, per request.
 pub const RECOMPUTE_RATIO: &str = "a3kv:fusion_recompute_ratio";
+/// `a3kv:fusion_recompute_ratio_chosen{method}` — the ratio an adaptive budget
+/// (`recompute_ratio: "auto"`) chose, `k / (T−Q)`, per request that had one.
+pub const RECOMPUTE_RATIO_CHOSEN: &str = "a3kv:fusion_recompute_ratio_chosen";
 /// `a3kv:fusion_tokens_total{kind=reused|recomputed|fresh}`.
 pub const FUSION_TOKENS: &str = "a3kv:fusion_tokens_total";
 /// `a3kv:chunk_lookups_total{tier=memory|disk|remote, result=hit|miss|error}` — one per tier
@@ -109,6 +112,7 @@ pub fn histogram_buckets() -> Vec<(&'static str, &'static [f64])> {
     .map(|n| (n, LATENCY_BUCKETS_SECS))
     .collect();
     v.push((RECOMPUTE_RATIO, RATIO_BUCKETS));
+    v.push((RECOMPUTE_RATIO_CHOSEN, RATIO_BUCKETS));
     v.push((REMOTE_GET, REMOTE_BUCKETS_SECS));
     v.push((REMOTE_PUT, REMOTE_BUCKETS_SECS));
     for n in [BATCH_TOKENS, BATCH_REQUESTS, DECODE_BATCH] {
@@ -139,6 +143,10 @@ pub fn describe_metrics() {
     describe_histogram!(
         RECOMPUTE_RATIO,
         "Recomputed / document rows per request, by method."
+    );
+    describe_histogram!(
+        RECOMPUTE_RATIO_CHOSEN,
+        "Recompute ratio an adaptive budget (recompute_ratio \"auto\") chose, k / (T - Q), by method."
     );
     describe_counter!(
         FUSION_TOKENS,
@@ -210,7 +218,7 @@ mod tests {
     #[test]
     fn every_histogram_has_buckets_including_two_seconds() {
         let b = histogram_buckets();
-        assert_eq!(b.len(), 14);
+        assert_eq!(b.len(), 15);
         assert!(b.contains(&(REMOTE_GET, REMOTE_BUCKETS_SECS)));
         assert!(b
             .iter()

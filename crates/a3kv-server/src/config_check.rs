@@ -161,6 +161,22 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
                 allowed: "0.0..=1.0".into(),
             })
         }
+        Budget::Auto(a) => {
+            if let Err(a3kv_fusion::FusionError::InvalidOption { option, message }) = a.check() {
+                // auto_mass -> engine.default_fusion.budget.auto.mass, ...
+                let field = option.trim_start_matches("auto_");
+                let value = match field {
+                    "mass" => a.mass,
+                    "min_ratio" => a.min_ratio,
+                    _ => a.max_ratio,
+                };
+                return Err(ConfigError::Invalid {
+                    key: format!("engine.default_fusion.budget.auto.{field}"),
+                    value: value.to_string(),
+                    allowed: message,
+                });
+            }
+        }
         _ => {}
     }
     range(

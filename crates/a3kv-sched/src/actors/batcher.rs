@@ -215,6 +215,9 @@ pub fn record_prefill(job: &mut PrefillJob, report: &FusionReport) {
     if job.report_fusion {
         let method = crate::metrics::method_label(&report.method);
         metrics::histogram!(m::RECOMPUTE_RATIO, "method" => method).record(report.recompute_ratio);
+        if let Some(r) = report.recompute_ratio_chosen {
+            metrics::histogram!(m::RECOMPUTE_RATIO_CHOSEN, "method" => method).record(r);
+        }
         metrics::counter!(m::FUSION_TOKENS, "kind" => "reused")
             .increment(report.reused_tokens as u64);
         metrics::counter!(m::FUSION_TOKENS, "kind" => "recomputed")

@@ -10,6 +10,7 @@ mod concurrency;
 mod config;
 mod corrupt;
 mod errors;
+mod fidelity;
 mod gate;
 mod logprobs;
 mod openai_client;
