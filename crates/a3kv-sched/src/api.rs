@@ -45,6 +45,8 @@ pub struct EngineConfig {
     pub batching: bool,
     /// The start-up fusion correctness gate (`gate.rs`).
     pub fusion_gate: crate::GateConfig,
+    /// Production shadow sampling and the default-ratio controller (`shadow.rs`).
+    pub fusion_shadow: crate::ShadowConfig,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +75,7 @@ impl Default for EngineConfig {
             compute_threads: 0,
             batching: true,
             fusion_gate: crate::GateConfig::default(),
+            fusion_shadow: crate::ShadowConfig::default(),
         }
     }
 }

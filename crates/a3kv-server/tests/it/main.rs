@@ -16,4 +16,5 @@ mod logprobs;
 mod openai_client;
 mod prometheus;
 mod remote;
+mod shadow;
 mod shutdown;
