@@ -4,7 +4,7 @@
 //! both commands; [`spec_of`] writes parameters back as a spec (for `--help` and logs).
 
 use a3kv_eval::MethodSpec;
-use a3kv_fusion::{Budget, FusionOption, FusionParams, Method};
+use a3kv_fusion::{Budget, FusionOption, FusionParams, Method, OptionValue};
 use anyhow::{bail, Context};
 use serde_json::json;
 
@@ -25,10 +25,10 @@ pub fn parse(s: &str, ratio: f64) -> anyhow::Result<(MethodSpec, FusionParams)> 
             bail!("method option {kv:?} is not key=value");
         };
         let opt = FusionOption::from_name(k)?;
-        let num: f64 = v
+        let value: OptionValue = v
             .parse()
-            .with_context(|| format!("method option {k}={v}"))?;
-        options.push((opt, num));
+            .with_context(|| format!("method option {k}={v} (a number, or auto for r)"))?;
+        options.push((opt, value));
     }
     let p = base
         .apply(None, &options)
@@ -39,16 +39,29 @@ pub fn parse(s: &str, ratio: f64) -> anyhow::Result<(MethodSpec, FusionParams)> 
         match p.budget {
             Budget::Ratio(r) => rec.insert("recompute_ratio".into(), json!(r)),
             Budget::Tokens(n) => rec.insert("recompute_tokens".into(), json!(n)),
+            Budget::Auto(a) => {
+                rec.insert("recompute_ratio".into(), json!("auto"));
+                rec.insert("auto_mass".into(), json!(a.mass));
+                rec.insert("auto_min_ratio".into(), json!(a.min_ratio));
+                rec.insert("auto_max_ratio".into(), json!(a.max_ratio))
+            }
         };
     }
     for (opt, value) in &options {
+        let OptionValue::Number(value) = *value else {
+            continue;
+        };
         if !matches!(
             opt,
-            FusionOption::RecomputeRatio | FusionOption::RecomputeTokens
+            FusionOption::RecomputeRatio
+                | FusionOption::RecomputeTokens
+                | FusionOption::AutoMass
+                | FusionOption::AutoMinRatio
+                | FusionOption::AutoMaxRatio
         ) {
             // Whole numbers as integers, as the engine's own parameters print them.
             let v = if value.fract() == 0.0 {
-                json!(*value as i64)
+                json!(value as i64)
             } else {
                 json!(value)
             };
@@ -67,6 +80,19 @@ pub fn spec_of(p: &FusionParams) -> String {
     match p.budget {
         Budget::Ratio(r) if p.method != Method::Full => opts.push(format!("r={r}")),
         Budget::Tokens(n) if p.method != Method::Full => opts.push(format!("tokens={n}")),
+        Budget::Auto(a) if p.method != Method::Full => {
+            opts.push("r=auto".into());
+            let d = a3kv_fusion::AutoBudget::default();
+            if a.mass != d.mass {
+                opts.push(format!("mass={}", a.mass));
+            }
+            if a.min_ratio != d.min_ratio {
+                opts.push(format!("rmin={}", a.min_ratio));
+            }
+            if a.max_ratio != d.max_ratio {
+                opts.push(format!("rmax={}", a.max_ratio));
+            }
+        }
         _ => {}
     }
     if p.sink_tokens != base.sink_tokens {
@@ -139,6 +165,16 @@ mod tests {
         assert_eq!(spec.params["recompute_tokens"], 64);
         let (_, p) = parse("full", 0.15).unwrap();
         assert_eq!(p.method, Method::Full);
+        let (spec, p) = parse("a3:hybrid=0.5;r=auto;mass=0.7;rmax=0.3", 0.15).unwrap();
+        let a = a3kv_fusion::AutoBudget {
+            mass: 0.7,
+            max_ratio: 0.3,
+            ..Default::default()
+        };
+        assert_eq!(p.budget, Budget::Auto(a));
+        assert_eq!(spec.params["recompute_ratio"], "auto");
+        assert_eq!(spec.params["auto_mass"], 0.7);
+        assert_eq!(parse(&spec_of(&p), 0.15).unwrap().1, p, "{}", spec_of(&p));
     }
 
     #[test]
@@ -153,6 +189,10 @@ mod tests {
             "a3:r=2",
             "epic:hybrid=0.5",
             "a3:r=0.1;tokens=5",
+            "a3:mass=0.5",
+            "a3:r=auto;mass=0",
+            "a3:r=auto;rmin=0.6;rmax=0.5",
+            "a3:sink=auto",
         ] {
             assert!(parse(bad, 0.15).is_err(), "{bad}");
         }

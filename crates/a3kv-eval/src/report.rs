@@ -35,6 +35,12 @@ pub struct MethodRun {
     pub reused_tokens: usize,
     /// Prompt tokens recomputed (prefix, question and selected document tokens).
     pub recomputed_tokens: usize,
+    /// Recomputed / document rows, as the engine reported it (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recompute_ratio: Option<f64>,
+    /// The ratio an adaptive budget (`recompute_ratio: "auto"`) chose, `k / (T−Q)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recompute_ratio_chosen: Option<f64>,
     /// KL(p_full ‖ p_method) of the first-token softmax; `None` for `full` itself or without a
     /// `full` run.
     pub kl_vs_full: Option<f64>,
@@ -186,6 +192,8 @@ pub(crate) mod tests {
             ttft_secs: 0.5,
             reused_tokens: 90,
             recomputed_tokens: 10,
+            recompute_ratio: None,
+            recompute_ratio_chosen: None,
             kl_vs_full: None,
             first_token_agrees: None,
             answer_matches_full: None,

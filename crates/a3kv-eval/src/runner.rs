@@ -31,6 +31,10 @@ pub struct BackendOutput {
     pub reused_tokens: usize,
     /// Prompt tokens recomputed.
     pub recomputed_tokens: usize,
+    /// Recomputed / document rows, as the engine reported it (`None` without a report).
+    pub recompute_ratio: Option<f64>,
+    /// The ratio an adaptive budget chose (`recompute_ratio: "auto"`), `k / (T−Q)`.
+    pub recompute_ratio_chosen: Option<f64>,
 }
 
 /// The engine seen from the harness.
@@ -143,6 +147,8 @@ fn make_record(
         ttft_secs: 0.0,
         reused_tokens: 0,
         recomputed_tokens: 0,
+        recompute_ratio: None,
+        recompute_ratio_chosen: None,
         kl_vs_full: None,
         first_token_agrees: None,
         answer_matches_full: None,
@@ -165,6 +171,8 @@ fn make_record(
     record.ttft_secs = out.ttft_secs;
     record.reused_tokens = out.reused_tokens;
     record.recomputed_tokens = out.recomputed_tokens;
+    record.recompute_ratio = out.recompute_ratio;
+    record.recompute_ratio_chosen = out.recompute_ratio_chosen;
     if let Some(full) = full {
         let (a, b) = (&full.first_token_logits, &out.first_token_logits);
         if !a.is_empty() && a.len() == b.len() {
@@ -214,6 +222,8 @@ mod tests {
                 ttft_secs: 1.0,
                 reused_tokens: 80,
                 recomputed_tokens: 20,
+                recompute_ratio: Some(0.2),
+                recompute_ratio_chosen: None,
             })
         }
     }

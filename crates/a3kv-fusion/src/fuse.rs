@@ -14,7 +14,9 @@ use crate::evict::evict;
 use crate::prompt::RagPrompt;
 use crate::report::FusionReport;
 use crate::select::ScoreInput;
-use crate::selection::{budget_k, chunk_starts, select_with_sinks, FusionParams, Method};
+use crate::selection::{
+    auto_k, budget_k, chosen_ratio, chunk_starts, select_with_sinks, Budget, FusionParams, Method,
+};
 use crate::{FusionError, Result};
 
 /// The cached, not yet re-positioned KV of a whole prompt at one layer.
@@ -257,7 +259,6 @@ impl FusionRun {
         let k = model.rope().apply(&qkv.k, &pos)?;
         let q_rows_all = qkv.q;
         let n_doc = self.prompt.doc_range().len();
-        let k_budget = budget_k(self.params.budget, &self.prompt);
         let ts = Instant::now();
         let qr = self.question_rows();
         let q_question = model
@@ -268,10 +269,10 @@ impl FusionRun {
         } else {
             None
         };
-        let scores = if self.fixed_selection.is_some() {
-            Vec::new()
+        let (scores, mass) = if self.fixed_selection.is_some() {
+            (Vec::new(), None)
         } else {
-            selector.scores(
+            selector.scores_and_mass(
                 &ScoreInput {
                     prompt: &self.prompt,
                     q_question: &q_question,
@@ -289,6 +290,14 @@ impl FusionRun {
                 scores.len()
             )));
         }
+        let k_budget = match self.params.budget {
+            Budget::Auto(a) if self.fixed_selection.is_none() => {
+                let k = auto_k(&a, mass.as_deref().unwrap_or(&scores), &self.prompt);
+                self.report.recompute_ratio_chosen = Some(chosen_ratio(k, &self.prompt));
+                k
+            }
+            b => budget_k(b, &self.prompt),
+        };
         let sinks = chunk_starts(&self.prompt, self.params.sink_tokens);
         let sel = match self.fixed_selection.take() {
             Some(mut rows) => {

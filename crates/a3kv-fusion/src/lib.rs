@@ -24,4 +24,7 @@ pub use fuse::{full_prefill, fused_prefill, CachedLayers, FusedPrefill, FusionRu
 pub use prompt::{split_ids, RagParts, RagPrompt, Segment, SegmentKind};
 pub use report::FusionReport;
 pub use select::{Method, ScoreInput, Selector, REGISTRY};
-pub use selection::{budget_k, Budget, Eviction, FusionOption, FusionParams};
+pub use selection::{
+    auto_k, budget_k, chosen_ratio, AutoBudget, Budget, Eviction, FusionOption, FusionParams,
+    OptionValue, DEFAULT_AUTO_MASS,
+};

@@ -23,6 +23,10 @@ pub struct FusionReport {
     pub fresh_tokens: usize,
     /// `recomputed / document rows` (1 for `full`).
     pub recompute_ratio: f64,
+    /// With an adaptive budget (`recompute_ratio: "auto"`) and a scoring method: the ratio
+    /// it chose, `k / (T−Q)` (the units of a fixed `recompute_ratio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recompute_ratio_chosen: Option<f64>,
     /// Seconds spent rotating cached keys to their global positions.
     pub reposition_secs: f64,
     /// Seconds in the exact layers and the check layer (incl. selection).

@@ -1,7 +1,7 @@
 //! The fusion parameters of a request — parsed and validated here for every front end (HTTP
-//! `fusion` objects, CLI method specs, the configuration) — the budget `k`, and the row
-//! picking shared by the selection methods (top-k, chunk starts, attention-sink tokens).
-//! The methods themselves are in [`crate::select`].
+//! `fusion` objects, CLI method specs, the configuration) — the budget `k` (fixed, or
+//! adaptive: [`auto_k`]), and the row picking shared by the selection methods (top-k, chunk
+//! starts, attention-sink tokens). The methods themselves are in [`crate::select`].
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,110 @@ pub enum Budget {
     Ratio(f64),
     /// `k = min(n, T−P−Q)`.
     Tokens(usize),
+    /// `k` chosen per request from the score distribution ([`auto_k`]).
+    Auto(AutoBudget),
+}
+
+/// An adaptive budget (`recompute_ratio: "auto"`): the smallest `k` whose top-`k` scores
+/// hold `mass` of the total score mass (for `a3` the question's attention mass), kept within
+/// `[min_ratio, max_ratio]` of `T−Q` (the units of a fixed ratio). docs/design.md §2.4.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoBudget {
+    /// Share of the score mass the selection must cover, `(0, 1]`.
+    pub mass: f64,
+    /// Smallest ratio chosen, `[0, 1]`.
+    pub min_ratio: f64,
+    /// Largest ratio chosen, `[min_ratio, 1]`.
+    pub max_ratio: f64,
+}
+
+impl Default for AutoBudget {
+    fn default() -> Self {
+        Self {
+            mass: DEFAULT_AUTO_MASS,
+            min_ratio: 0.05,
+            max_ratio: 0.5,
+        }
+    }
+}
+
+/// Default share of the question's attention mass an adaptive budget covers. The mass is very
+/// concentrated (on HotpotQA with SmolLM2, 99% of it often fits in 5% of the prompt);
+/// 0.999 spends about what the fixed default (0.15) spends, at the same KL (README "Quality":
+/// the KL-vs-recompute curve).
+pub const DEFAULT_AUTO_MASS: f64 = 0.999;
+
+impl AutoBudget {
+    /// Checks the ranges; the error names the offending option.
+    pub fn check(&self) -> Result<()> {
+        let bad = |option: FusionOption, message: String| {
+            Err(FusionError::InvalidOption {
+                option: option.name(),
+                message,
+            })
+        };
+        if !(self.mass > 0.0 && self.mass <= 1.0) {
+            return bad(
+                FusionOption::AutoMass,
+                format!("auto_mass {} must be in (0, 1]", self.mass),
+            );
+        }
+        for (o, v) in [
+            (FusionOption::AutoMinRatio, self.min_ratio),
+            (FusionOption::AutoMaxRatio, self.max_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(o, format!("{} {v} must be in [0, 1]", o.name()));
+            }
+        }
+        if self.min_ratio > self.max_ratio {
+            return bad(
+                FusionOption::AutoMaxRatio,
+                format!(
+                    "auto_max_ratio {} must not be below auto_min_ratio {}",
+                    self.max_ratio, self.min_ratio
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A value given to a [`FusionOption`]: a number, or `"auto"` (only `recompute_ratio`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptionValue {
+    /// A number (JSON or the command line).
+    Number(f64),
+    /// `"auto"`: an adaptive budget.
+    Auto,
+}
+
+impl From<f64> for OptionValue {
+    fn from(x: f64) -> Self {
+        OptionValue::Number(x)
+    }
+}
+
+impl std::str::FromStr for OptionValue {
+    type Err = std::num::ParseFloatError;
+    /// `auto` or a number.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        if s == "auto" {
+            Ok(OptionValue::Auto)
+        } else {
+            s.parse().map(OptionValue::Number)
+        }
+    }
+}
+
+impl std::fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptionValue::Number(x) => write!(f, "{x}"),
+            OptionValue::Auto => f.write_str("auto"),
+        }
+    }
 }
 
 /// Eviction applied after the fused prefill (docs/design.md §2.7).
@@ -78,10 +182,16 @@ impl FusionParams {
     /// Checks ranges against a model of `num_layers` layers.
     pub fn validate(&self, num_layers: usize) -> Result<()> {
         let bad = |m: String| Err(FusionError::InvalidParameter(m));
-        if let Budget::Ratio(r) = self.budget {
-            if !(0.0..=1.0).contains(&r) || r.is_nan() {
+        match self.budget {
+            Budget::Ratio(r) if !(0.0..=1.0).contains(&r) || r.is_nan() => {
                 return bad(format!("recompute ratio {r} must be in [0, 1]"));
             }
+            Budget::Auto(a) => {
+                if let Err(e) = a.check() {
+                    return bad(e.to_string());
+                }
+            }
+            _ => {}
         }
         if self.check_layer() >= num_layers {
             return bad(format!(
@@ -128,13 +238,21 @@ impl FusionParams {
     }
 
     /// Applies a request's fusion settings on top of these defaults: the method first (see
-    /// [`FusionParams::with_method`]), then each named option with its range checked. This
-    /// is the one parser behind HTTP's `fusion` object and the CLI's method specs.
+    /// [`FusionParams::with_method`]), then the budget (`recompute_ratio` — a number or
+    /// `"auto"` — or `recompute_tokens`), then every other named option, each with its range
+    /// checked. This is the one parser behind HTTP's `fusion` object, the CLI's method specs
+    /// and (through [`FusionParams::validate`]) the configuration.
     ///
     /// # Errors
     /// [`FusionError::InvalidOption`] naming the option: out of range, not a whole number
-    /// where one is needed, not applicable to the method, or a ratio and a token budget both.
-    pub fn apply(&self, method: Option<Method>, options: &[(FusionOption, f64)]) -> Result<Self> {
+    /// where one is needed, `"auto"` for an option other than `recompute_ratio`, not
+    /// applicable to the method (or `auto_*` without an adaptive budget), or a ratio and a
+    /// token budget both.
+    pub fn apply(
+        &self,
+        method: Option<Method>,
+        options: &[(FusionOption, OptionValue)],
+    ) -> Result<Self> {
         let mut p = match method {
             Some(m) => self.with_method(m),
             None => self.clone(),
@@ -146,20 +264,68 @@ impl FusionParams {
                 message: "give recompute_ratio or recompute_tokens, not both".into(),
             });
         }
-        for &(opt, value) in options {
+        // The budget first: `auto_*` options refine an adaptive budget set in the same call.
+        let is_budget = |o: &FusionOption| {
+            matches!(
+                o,
+                FusionOption::RecomputeRatio | FusionOption::RecomputeTokens
+            )
+        };
+        let ordered = options
+            .iter()
+            .filter(|(o, _)| is_budget(o))
+            .chain(options.iter().filter(|(o, _)| !is_budget(o)));
+        for &(opt, value) in ordered {
             p.set_option(opt, value)?;
+        }
+        if let Budget::Auto(a) = p.budget {
+            a.check()?;
         }
         Ok(p)
     }
 
-    /// Sets one option, checking its range (numbers come from JSON or the command line).
-    fn set_option(&mut self, opt: FusionOption, value: f64) -> Result<()> {
+    /// Sets one option, checking its range (values come from JSON or the command line).
+    fn set_option(&mut self, opt: FusionOption, value: OptionValue) -> Result<()> {
         let name = opt.name();
         let bad = |message: String| {
             Err(FusionError::InvalidOption {
                 option: name,
                 message,
             })
+        };
+        let value = match (opt, value) {
+            (FusionOption::RecomputeRatio, OptionValue::Auto) => {
+                // Keep the adaptive settings already in force (the configured default).
+                let auto = match self.budget {
+                    Budget::Auto(a) => a,
+                    _ => AutoBudget::default(),
+                };
+                self.budget = Budget::Auto(auto);
+                return Ok(());
+            }
+            (FusionOption::RecomputeRatio, OptionValue::Number(x)) => x,
+            (_, OptionValue::Auto) => {
+                return bad(format!(
+                    "{name} must be a number (only recompute_ratio may be \"auto\")"
+                ))
+            }
+            (_, OptionValue::Number(x)) => x,
+        };
+        let unit = |lo_open: bool| -> Result<f64> {
+            let ok = if lo_open {
+                value > 0.0 && value <= 1.0
+            } else {
+                (0.0..=1.0).contains(&value)
+            };
+            if ok {
+                Ok(value)
+            } else {
+                let lo = if lo_open { "(0" } else { "[0" };
+                Err(FusionError::InvalidOption {
+                    option: name,
+                    message: format!("{name} {value} must be in {lo}, 1]"),
+                })
+            }
         };
         let whole = |lo: f64, hi: f64| -> Result<usize> {
             if value.fract() != 0.0 || !(lo..=hi).contains(&value) {
@@ -202,6 +368,18 @@ impl FusionParams {
                 }
                 self.pooling_width = whole(1.0, MAX_POOLING_WIDTH)?;
             }
+            FusionOption::AutoMass => {
+                let v = unit(true)?;
+                auto_mut(&mut self.budget, name)?.mass = v;
+            }
+            FusionOption::AutoMinRatio => {
+                let v = unit(false)?;
+                auto_mut(&mut self.budget, name)?.min_ratio = v;
+            }
+            FusionOption::AutoMaxRatio => {
+                let v = unit(false)?;
+                auto_mut(&mut self.budget, name)?.max_ratio = v;
+            }
             FusionOption::CheckLayer => {
                 if !self.method.selector().scores_at_check_layer() {
                     return bad(format!(
@@ -214,6 +392,17 @@ impl FusionParams {
             }
         }
         Ok(())
+    }
+}
+
+/// The adaptive budget an `auto_*` option refines.
+fn auto_mut<'a>(budget: &'a mut Budget, name: &'static str) -> Result<&'a mut AutoBudget> {
+    match budget {
+        Budget::Auto(a) => Ok(a),
+        _ => Err(FusionError::InvalidOption {
+            option: name,
+            message: format!("{name} applies with recompute_ratio \"auto\" only"),
+        }),
     }
 }
 
@@ -244,11 +433,17 @@ pub enum FusionOption {
     PoolingWidth,
     /// Layers before it are exact; rows are chosen at it (scoring methods).
     CheckLayer,
+    /// Adaptive budget: share of the score mass to cover, `(0, 1]`.
+    AutoMass,
+    /// Adaptive budget: smallest ratio chosen.
+    AutoMinRatio,
+    /// Adaptive budget: largest ratio chosen.
+    AutoMaxRatio,
 }
 
 impl FusionOption {
     /// Every option.
-    pub const ALL: [FusionOption; 7] = [
+    pub const ALL: [FusionOption; 10] = [
         FusionOption::RecomputeRatio,
         FusionOption::RecomputeTokens,
         FusionOption::SinkTokens,
@@ -256,6 +451,9 @@ impl FusionOption {
         FusionOption::EpicTokens,
         FusionOption::PoolingWidth,
         FusionOption::CheckLayer,
+        FusionOption::AutoMass,
+        FusionOption::AutoMinRatio,
+        FusionOption::AutoMaxRatio,
     ];
 
     /// Its name in HTTP and the configuration.
@@ -268,6 +466,9 @@ impl FusionOption {
             FusionOption::EpicTokens => "epic_tokens",
             FusionOption::PoolingWidth => "pooling_width",
             FusionOption::CheckLayer => "check_layer",
+            FusionOption::AutoMass => "auto_mass",
+            FusionOption::AutoMinRatio => "auto_min_ratio",
+            FusionOption::AutoMaxRatio => "auto_max_ratio",
         }
     }
 
@@ -281,6 +482,9 @@ impl FusionOption {
             FusionOption::EpicTokens => "m",
             FusionOption::PoolingWidth => "pool",
             FusionOption::CheckLayer => "check",
+            FusionOption::AutoMass => "mass",
+            FusionOption::AutoMinRatio => "rmin",
+            FusionOption::AutoMaxRatio => "rmax",
         }
     }
 
@@ -301,7 +505,9 @@ impl FusionOption {
     }
 }
 
-/// The number of document rows to recompute for `prompt` under `budget`.
+/// The number of document rows to recompute for `prompt` under `budget`. For an adaptive
+/// budget, which needs scores ([`auto_k`]), this is its upper bound: methods that select
+/// from the prompt alone (`reuse`, `epic`) use it only to cap their sink tokens.
 pub fn budget_k(budget: Budget, prompt: &RagPrompt) -> usize {
     let n_doc = prompt.doc_range().len();
     if n_doc == 0 {
@@ -311,6 +517,70 @@ pub fn budget_k(budget: Budget, prompt: &RagPrompt) -> usize {
     match budget {
         Budget::Ratio(r) => ((r * t_minus_q as f64).floor() as usize).max(1).min(n_doc),
         Budget::Tokens(n) => n.min(n_doc),
+        Budget::Auto(a) => auto_bounds(&a, t_minus_q, n_doc).1,
+    }
+}
+
+/// `[lo, hi]` rows of an adaptive budget over `T−Q = t_minus_q` rows with `n_doc ≥ 1`
+/// document rows: `lo = ceil(min_ratio·(T−Q))`, `hi = floor(max_ratio·(T−Q))`, both at
+/// least 1 and at most `n_doc`. So `k/(T−Q)` lies in `[min_ratio, max_ratio]` unless no
+/// whole `k` does (bounds closer than `1/(T−Q)`: then `k = hi`), or the document rows or the
+/// 1-row guard force it out.
+fn auto_bounds(a: &AutoBudget, t_minus_q: usize, n_doc: usize) -> (usize, usize) {
+    let tq = t_minus_q as f64;
+    // The epsilon keeps ratios that are exact in decimal (0.1·250) from rounding up.
+    let lo = ((a.min_ratio * tq - 1e-9).ceil().max(1.0) as usize).min(n_doc);
+    let hi = ((a.max_ratio * tq + 1e-9).floor().max(1.0) as usize).min(n_doc);
+    (lo.min(hi), hi)
+}
+
+/// The adaptive budget's `k` for `prompt`: the smallest `k` such that the `k` largest of
+/// `mass_scores` (one non-negative score per document row; negative and non-finite scores
+/// count as 0) sum to at least `a.mass` of their total, clamped to the bounds of
+/// [`AutoBudget`]. Scores with no mass give the lower bound. 0 without document rows.
+pub fn auto_k(a: &AutoBudget, mass_scores: &[f32], prompt: &RagPrompt) -> usize {
+    let n_doc = prompt.doc_range().len();
+    if n_doc == 0 {
+        return 0;
+    }
+    let (lo, hi) = auto_bounds(a, prompt.len() - prompt.question_len(), n_doc);
+    let mut s: Vec<f64> = mass_scores
+        .iter()
+        .map(|&x| {
+            if x.is_finite() && x > 0.0 {
+                f64::from(x)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let total: f64 = s.iter().sum();
+    if total <= 0.0 {
+        return lo;
+    }
+    s.sort_unstable_by(|x, y| y.total_cmp(x));
+    let target = a.mass * total;
+    let mut covered = 0.0;
+    let mut k = s.len();
+    for (i, x) in s.iter().enumerate() {
+        covered += x;
+        // A relative slack so that mass = 1 is reached despite rounding in the sum.
+        if covered >= target * (1.0 - 1e-12) {
+            k = i + 1;
+            break;
+        }
+    }
+    k.clamp(lo, hi)
+}
+
+/// The ratio an adaptive budget chose: `k / (T−Q)`, in the units of a fixed
+/// `recompute_ratio` (the ratio whose fixed budget recomputes the same `k` rows).
+pub fn chosen_ratio(k: usize, prompt: &RagPrompt) -> f64 {
+    let tq = prompt.len() - prompt.question_len();
+    if tq == 0 {
+        0.0
+    } else {
+        k as f64 / tq as f64
     }
 }
 
@@ -395,6 +665,11 @@ mod tests {
         assert_eq!(chunk_starts(&pr, 2), vec![0, 1, 3, 4, 5]);
     }
 
+    /// Numbers as option values.
+    fn num(o: &[(FusionOption, f64)]) -> Vec<(FusionOption, OptionValue)> {
+        o.iter().map(|&(o, x)| (o, x.into())).collect()
+    }
+
     #[test]
     fn options_are_parsed_once_for_every_front_end() {
         use FusionOption as O;
@@ -409,10 +684,15 @@ mod tests {
         // The same method keeps everything.
         assert_eq!(base.apply(Some(Method::A3), &[]).unwrap(), base);
         let p = base
-            .apply(None, &[(O::RecomputeTokens, 64.0), (O::SinkTokens, 1.0)])
+            .apply(
+                None,
+                &num(&[(O::RecomputeTokens, 64.0), (O::SinkTokens, 1.0)]),
+            )
             .unwrap();
         assert_eq!((p.budget, p.sink_tokens), (Budget::Tokens(64), 1));
-        let err = |m: Option<Method>, o: &[(FusionOption, f64)]| match base.apply(m, o).unwrap_err()
+        let err = |m: Option<Method>, o: &[(FusionOption, f64)]| match base
+            .apply(m, &num(o))
+            .unwrap_err()
         {
             FusionError::InvalidOption { option, message } => format!("{option}: {message}"),
             e => panic!("{e}"),
@@ -432,6 +712,145 @@ mod tests {
             assert_eq!(FusionOption::from_name(o.short_name()).unwrap(), o);
         }
         assert!(FusionOption::from_name("bogus").is_err());
+    }
+
+    #[test]
+    fn auto_budget_is_parsed_with_its_bounds() {
+        use FusionOption as O;
+        use OptionValue::{Auto, Number};
+        let base = FusionParams::default();
+        // "auto" alone: the built-in adaptive settings.
+        let p = base.apply(None, &[(O::RecomputeRatio, Auto)]).unwrap();
+        assert_eq!(p.budget, Budget::Auto(AutoBudget::default()));
+        // auto_* refine it, whatever their order among the options.
+        let p = base
+            .apply(
+                None,
+                &[
+                    (O::AutoMass, Number(0.8)),
+                    (O::AutoMaxRatio, Number(0.3)),
+                    (O::RecomputeRatio, Auto),
+                    (O::AutoMinRatio, Number(0.1)),
+                ],
+            )
+            .unwrap();
+        let want = AutoBudget {
+            mass: 0.8,
+            min_ratio: 0.1,
+            max_ratio: 0.3,
+        };
+        assert_eq!(p.budget, Budget::Auto(want));
+        // An adaptive default keeps its settings when a request says "auto" again, and
+        // auto_* alone refine it.
+        let q = p.apply(None, &[(O::RecomputeRatio, Auto)]).unwrap();
+        assert_eq!(q.budget, Budget::Auto(want));
+        let q = p.apply(None, &[(O::AutoMass, Number(0.9))]).unwrap();
+        assert_eq!(q.budget, Budget::Auto(AutoBudget { mass: 0.9, ..want }));
+        // A fixed ratio replaces it.
+        let q = p.apply(None, &[(O::RecomputeRatio, Number(0.2))]).unwrap();
+        assert_eq!(q.budget, Budget::Ratio(0.2));
+        let err = |o: &[(FusionOption, OptionValue)]| match base.apply(None, o).unwrap_err() {
+            FusionError::InvalidOption { option, message } => format!("{option}: {message}"),
+            e => panic!("{e}"),
+        };
+        let auto = (O::RecomputeRatio, Auto);
+        assert!(err(&[(O::AutoMass, Number(0.5))]).contains("with recompute_ratio \"auto\""));
+        assert!(err(&[auto, (O::AutoMass, Number(0.0))]).starts_with("auto_mass"));
+        assert!(err(&[auto, (O::AutoMass, Number(1.5))]).starts_with("auto_mass"));
+        assert!(err(&[auto, (O::AutoMass, Number(f64::NAN))]).starts_with("auto_mass"));
+        assert!(err(&[auto, (O::AutoMinRatio, Number(-0.1))]).starts_with("auto_min_ratio"));
+        assert!(err(&[auto, (O::AutoMaxRatio, Number(2.0))]).starts_with("auto_max_ratio"));
+        let e = err(&[
+            auto,
+            (O::AutoMinRatio, Number(0.6)),
+            (O::AutoMaxRatio, Number(0.4)),
+        ]);
+        assert!(
+            e.starts_with("auto_max_ratio") && e.contains("below"),
+            "{e}"
+        );
+        assert!(err(&[(O::SinkTokens, Auto)]).contains("must be a number"));
+        assert!(err(&[auto, (O::RecomputeTokens, Number(5.0))]).contains("not both"));
+        assert_eq!("auto".parse::<OptionValue>().unwrap(), Auto);
+        assert_eq!("0.25".parse::<OptionValue>().unwrap(), Number(0.25));
+        assert!("x".parse::<OptionValue>().is_err());
+        // `validate` (the configuration's check) refuses the same bounds.
+        let bad = FusionParams {
+            budget: Budget::Auto(AutoBudget {
+                min_ratio: 0.6,
+                max_ratio: 0.4,
+                ..want
+            }),
+            ..Default::default()
+        };
+        assert!(bad.validate(30).is_err());
+    }
+
+    #[test]
+    fn auto_k_is_the_smallest_k_covering_the_mass_within_bounds() {
+        // P = 2, 10 document rows, Q = 3: T − Q = 12.
+        let pr = prompt(2, &[6, 4], 3);
+        let wide = |mass: f64| AutoBudget {
+            mass,
+            min_ratio: 0.0,
+            max_ratio: 1.0,
+        };
+        // Scores sum to 10; sorted 4, 3, 1, 1, 1, 0, ...
+        let s = [1.0, 0.0, 4.0, 0.0, 1.0, 0.0, 3.0, 0.0, 1.0, 0.0];
+        assert_eq!(auto_k(&wide(0.4), &s, &pr), 1); // 4 >= 4
+        assert_eq!(auto_k(&wide(0.41), &s, &pr), 2); // 4 < 4.1 <= 7
+        assert_eq!(auto_k(&wide(0.7), &s, &pr), 2); // exactly 7
+        assert_eq!(auto_k(&wide(0.75), &s, &pr), 3);
+        assert_eq!(auto_k(&wide(1.0), &s, &pr), 5); // every row with mass, no more
+                                                    // Bounds: ceil(0.25 · 12) = 3 rows at least, floor(0.34 · 12) = 4 at most.
+        let b = |mass| AutoBudget {
+            mass,
+            min_ratio: 0.25,
+            max_ratio: 0.34,
+        };
+        assert_eq!(auto_k(&b(0.4), &s, &pr), 3);
+        assert_eq!(auto_k(&b(1.0), &s, &pr), 4);
+        // No mass (all zero, negative or NaN): the lower bound.
+        assert_eq!(auto_k(&b(0.5), &[0.0; 10], &pr), 3);
+        assert_eq!(
+            auto_k(
+                &b(0.5),
+                &[f32::NAN, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                &pr
+            ),
+            3
+        );
+        // Negative and NaN scores count as zero mass.
+        let mut t = s;
+        t[1] = -5.0;
+        t[3] = f32::NAN;
+        assert_eq!(auto_k(&wide(0.41), &t, &pr), 2);
+        // The 1-row guard and the document clamp.
+        assert_eq!(
+            auto_k(
+                &AutoBudget {
+                    mass: 0.01,
+                    min_ratio: 0.0,
+                    max_ratio: 0.0
+                },
+                &s,
+                &pr
+            ),
+            1
+        );
+        let all = AutoBudget {
+            mass: 0.5,
+            min_ratio: 1.0,
+            max_ratio: 1.0,
+        };
+        assert_eq!(auto_k(&all, &s, &pr), 10);
+        assert_eq!(budget_k(Budget::Auto(all), &pr), 10);
+        assert_eq!(budget_k(Budget::Auto(b(0.5)), &pr), 4);
+        assert_eq!(auto_k(&all, &[], &prompt(3, &[], 4)), 0);
+        // The chosen ratio is k / (T − Q), inside the bounds.
+        let k = auto_k(&b(0.4), &s, &pr);
+        let r = chosen_ratio(k, &pr);
+        assert!((r - 0.25).abs() < 1e-12 && (0.25..=0.34).contains(&r));
     }
 
     #[test]

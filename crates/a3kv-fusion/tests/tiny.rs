@@ -256,3 +256,67 @@ fn eviction_caps_every_head_and_decoding_continues() {
         assert_eq!(out.cache.len(), 32 + 3);
     }
 }
+
+#[test]
+fn an_auto_budget_recomputes_the_k_its_rule_gives_and_equals_that_fixed_budget() {
+    let model = tiny_model(Family::Llama, 7).unwrap();
+    let (prompt, caches) = setup(&model, 5, &[30, 25], 6);
+    let (t, q) = (prompt.len(), prompt.question_len());
+    for (method, hybrid) in [
+        (Method::A3, None),
+        (Method::A3, Some(0.5)),
+        (Method::CacheBlend, None),
+    ] {
+        for mass in [0.3, 0.9, 1.0] {
+            let auto = AutoBudget {
+                mass,
+                min_ratio: 0.05,
+                max_ratio: 0.6,
+            };
+            let params = FusionParams {
+                method,
+                hybrid_weight: hybrid,
+                budget: Budget::Auto(auto),
+                ..Default::default()
+            };
+            let out = fused_prefill(&model, &prompt, None, &caches, &params, true).unwrap();
+            let k = out.report.recomputed_tokens;
+            let chosen = out.report.recompute_ratio_chosen.expect("a chosen ratio");
+            assert!((chosen - k as f64 / (t - q) as f64).abs() < 1e-12);
+            assert!((0.05..=0.6).contains(&chosen), "{method} {mass}: {chosen}");
+            // The same k as a fixed budget selects the same rows and gives the same logits.
+            let fixed = FusionParams {
+                budget: Budget::Tokens(k),
+                ..params.clone()
+            };
+            let f = fused_prefill(&model, &prompt, None, &caches, &fixed, true).unwrap();
+            assert_eq!(f.report.selected_positions, out.report.selected_positions);
+            assert!(max_diff(&f.logits, &out.logits) < 1e-6);
+            assert!(f.report.recompute_ratio_chosen.is_none());
+        }
+    }
+    // A larger mass never recomputes fewer rows.
+    let k = |mass| {
+        let params = FusionParams {
+            budget: Budget::Auto(AutoBudget {
+                mass,
+                min_ratio: 0.0,
+                max_ratio: 1.0,
+            }),
+            ..Default::default()
+        };
+        fused_prefill(&model, &prompt, None, &caches, &params, false)
+            .unwrap()
+            .report
+            .recomputed_tokens
+    };
+    let ks: Vec<usize> = [0.1, 0.5, 0.9, 0.99, 1.0].into_iter().map(k).collect();
+    assert!(ks.windows(2).all(|w| w[0] <= w[1]), "{ks:?}");
+    // Methods that do not score report no chosen ratio.
+    let reuse = FusionParams {
+        budget: Budget::Auto(AutoBudget::default()),
+        ..FusionParams::method(Method::Reuse)
+    };
+    let out = fused_prefill(&model, &prompt, None, &caches, &reuse, false).unwrap();
+    assert!(out.report.recompute_ratio_chosen.is_none());
+}

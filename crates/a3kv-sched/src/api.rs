@@ -50,6 +50,8 @@ pub struct EngineConfig {
     /// else the CPU, logged). Resolved by the server with `a3kv_cuda::resolve_device`.
     /// Default `cpu`.
     pub device: String,
+    /// Production shadow sampling and the default-ratio controller (`shadow.rs`).
+    pub fusion_shadow: crate::ShadowConfig,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +81,7 @@ impl Default for EngineConfig {
             batching: true,
             fusion_gate: crate::GateConfig::default(),
             device: "cpu".into(),
+            fusion_shadow: crate::ShadowConfig::default(),
         }
     }
 }

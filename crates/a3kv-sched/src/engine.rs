@@ -21,6 +21,7 @@ use crate::gate::{self, GateReport};
 use crate::metrics as m;
 use crate::prepare::{doc_chunks, precheck};
 use crate::request::{LoadCounters, QueueSlot, Responder, Trace};
+use crate::shadow::ShadowShared;
 use crate::shared::{Shared, Stage, StageNames};
 use crate::{ChunkInfo, EngineConfig, EngineError, EngineEvent, GenerateRequest};
 
@@ -58,6 +59,7 @@ impl Engine {
         cfg.default_fusion
             .validate(model.model.num_layers())
             .map_err(|e| EngineError::InvalidRequest(format!("engine.default_fusion: {e}")))?;
+        cfg.fusion_shadow.validate()?;
         let store = ChunkStore::open(&cfg.store, model.model.fingerprint().0).await?;
         let compute = ComputePool::new(cfg.compute_threads)?;
         let model_name = model
@@ -65,6 +67,7 @@ impl Engine {
             .file_stem()
             .map_or_else(|| "a3kv".to_string(), |s| s.to_string_lossy().into_owned());
         let names = StageNames::fresh();
+        let (shadow, shadow_rx) = ShadowShared::new();
         let shared = Arc::new(Shared {
             cfg,
             model: model.model,
@@ -77,7 +80,13 @@ impl Engine {
             corrupt_reported: Default::default(),
             remote_corrupt_reported: Default::default(),
             fusion_open: std::sync::atomic::AtomicBool::new(true),
+            shadow,
         });
+        tokio::spawn(crate::shadow::run_controller(
+            Arc::downgrade(&shared),
+            shared.cfg.fusion_shadow.clone(),
+            shadow_rx,
+        ));
         let gate = run_gate(&shared).await?;
         let (supervisor, _) =
             Actor::spawn(Some(names.supervisor()), Supervisor(shared.clone()), ())
@@ -314,6 +323,17 @@ impl Engine {
             && Stage::ALL
                 .iter()
                 .all(|s| ractor::registry::where_is(self.shared.names.name(*s)).is_some())
+    }
+
+    /// The shadow controller's step: the default recompute ratio is raised by
+    /// `step · engine.fusion_shadow.ratio_step` (0 = as configured).
+    pub fn shadow_step(&self) -> usize {
+        self.shared.shadow.step()
+    }
+
+    /// Shadow prefills in flight (at most `engine.fusion_shadow.max_pending`).
+    pub fn shadow_pending(&self) -> usize {
+        self.shared.shadow.pending()
     }
 
     /// Requests in prefill or decode.

@@ -81,7 +81,7 @@ const CANARIES: &[Canary] = &[
 ];
 
 /// KL(p ‖ q) of two logit vectors (softmax of each), in nats.
-fn kl(p_logits: &[f32], q_logits: &[f32]) -> f64 {
+pub(crate) fn kl(p_logits: &[f32], q_logits: &[f32]) -> f64 {
     let log_softmax = |l: &[f32]| -> Vec<f64> {
         let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
         let lse = l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;

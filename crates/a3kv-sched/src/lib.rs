@@ -5,7 +5,7 @@
 //!
 //! Layout: [`api`] (the contract types), [`engine`] (the handle), [`actors`] (one file per
 //! actor), [`steps`] and [`decode`] (the batched prefill/decode math with reference
-//! tests), [`metrics`] (every metric name, description and bucket), [`bench`] (the
+//! tests), [`shadow`] (production shadow prefills and the ratio controller), [`metrics`] (every metric name, description and bucket), [`bench`] (the
 //! scheduler benchmark).
 
 pub mod actors;
@@ -21,6 +21,7 @@ pub mod logprobs;
 pub mod metrics;
 pub mod prepare;
 pub mod request;
+pub mod shadow;
 pub mod shared;
 pub mod steps;
 
@@ -32,4 +33,5 @@ pub use engine::Engine;
 pub use gate::{GateConfig, GateReport};
 pub use metrics::{describe_metrics, histogram_buckets};
 pub use request::RequestTrace;
+pub use shadow::ShadowConfig;
 pub use shared::Stage;

@@ -25,6 +25,9 @@ pub const CHUNK_LOAD: &str = "a3kv:chunk_load_seconds";
 pub const SELECTION_TIME: &str = "a3kv:fusion_selection_seconds";
 /// `a3kv:fusion_recompute_ratio{method}` — recomputed / document rows, per request.
 pub const RECOMPUTE_RATIO: &str = "a3kv:fusion_recompute_ratio";
+/// `a3kv:fusion_recompute_ratio_chosen{method}` — the ratio an adaptive budget
+/// (`recompute_ratio: "auto"`) chose, `k / (T−Q)`, per request that had one.
+pub const RECOMPUTE_RATIO_CHOSEN: &str = "a3kv:fusion_recompute_ratio_chosen";
 /// `a3kv:fusion_tokens_total{kind=reused|recomputed|fresh}`.
 pub const FUSION_TOKENS: &str = "a3kv:fusion_tokens_total";
 /// `a3kv:chunk_lookups_total{tier=memory|disk|remote, result=hit|miss|error}` — one per tier
@@ -48,6 +51,17 @@ pub const CHUNK_CORRUPT: &str = "a3kv:chunk_corrupt_total";
 /// `a3kv:fusion_gate_state` — the start-up fusion gate: 1 passed, 0 failed (fused requests
 /// run as full prefill), -1 disabled.
 pub const FUSION_GATE_STATE: &str = "a3kv:fusion_gate_state";
+/// `a3kv:fusion_shadow_kl` — first-token KL(full ‖ fused) of a production shadow prefill.
+pub const SHADOW_KL: &str = "a3kv:fusion_shadow_kl";
+/// `a3kv:fusion_shadow_agreement_total{agree=true|false}` — shadows whose first token
+/// (argmax) equals the fused request's.
+pub const SHADOW_AGREEMENT: &str = "a3kv:fusion_shadow_agreement_total";
+/// `a3kv:fusion_shadow_dropped_total{reason=queue_full|error}` — sampled requests whose
+/// shadow did not run (too many in flight) or failed.
+pub const SHADOW_DROPPED: &str = "a3kv:fusion_shadow_dropped_total";
+/// `a3kv:fusion_shadow_ratio_step` — the shadow controller's step: the default recompute
+/// ratio is raised by `step · engine.fusion_shadow.ratio_step`.
+pub const SHADOW_RATIO_STEP: &str = "a3kv:fusion_shadow_ratio_step";
 /// `a3kv:num_requests_running`.
 pub const RUNNING: &str = "a3kv:num_requests_running";
 /// `a3kv:num_requests_waiting`.
@@ -87,6 +101,10 @@ pub const REMOTE_BUCKETS_SECS: &[f64] = &[
 pub const RATIO_BUCKETS: &[f64] = &[
     0.0, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0,
 ];
+/// KL buckets (nats) of the shadow histogram.
+pub const KL_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0,
+];
 /// Size buckets (tokens / sequences per batch).
 pub const SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
@@ -109,6 +127,8 @@ pub fn histogram_buckets() -> Vec<(&'static str, &'static [f64])> {
     .map(|n| (n, LATENCY_BUCKETS_SECS))
     .collect();
     v.push((RECOMPUTE_RATIO, RATIO_BUCKETS));
+    v.push((RECOMPUTE_RATIO_CHOSEN, RATIO_BUCKETS));
+    v.push((SHADOW_KL, KL_BUCKETS));
     v.push((REMOTE_GET, REMOTE_BUCKETS_SECS));
     v.push((REMOTE_PUT, REMOTE_BUCKETS_SECS));
     for n in [BATCH_TOKENS, BATCH_REQUESTS, DECODE_BATCH] {
@@ -139,6 +159,10 @@ pub fn describe_metrics() {
     describe_histogram!(
         RECOMPUTE_RATIO,
         "Recomputed / document rows per request, by method."
+    );
+    describe_histogram!(
+        RECOMPUTE_RATIO_CHOSEN,
+        "Recompute ratio an adaptive budget (recompute_ratio \"auto\") chose, k / (T - Q), by method."
     );
     describe_counter!(
         FUSION_TOKENS,
@@ -180,6 +204,22 @@ pub fn describe_metrics() {
         FUSION_GATE_STATE,
         "Start-up fusion gate: 1 passed, 0 failed (fused requests served as full prefill), -1 disabled."
     );
+    describe_histogram!(
+        SHADOW_KL,
+        "First-token KL(full || fused) of production shadow prefills (nats)."
+    );
+    describe_counter!(
+        SHADOW_AGREEMENT,
+        "Production shadow prefills by whether the first token (argmax) equals the fused request's."
+    );
+    describe_counter!(
+        SHADOW_DROPPED,
+        "Sampled requests whose shadow prefill did not run: queue_full (too many in flight) or error."
+    );
+    describe_gauge!(
+        SHADOW_RATIO_STEP,
+        "Shadow controller step: the default recompute ratio is raised by step x ratio_step."
+    );
     describe_gauge!(RUNNING, "Requests in prefill or decode.");
     describe_gauge!(WAITING, "Requests admitted but not yet running.");
     describe_counter!(PROMPT_TOKENS, "Prompt tokens of started requests.");
@@ -210,7 +250,7 @@ mod tests {
     #[test]
     fn every_histogram_has_buckets_including_two_seconds() {
         let b = histogram_buckets();
-        assert_eq!(b.len(), 14);
+        assert_eq!(b.len(), 16);
         assert!(b.contains(&(REMOTE_GET, REMOTE_BUCKETS_SECS)));
         assert!(b
             .iter()

@@ -183,7 +183,10 @@ pub fn prepare(
             documents,
             question,
         } => {
-            let mut params = req.fusion.unwrap_or_else(|| cfg.default_fusion.clone());
+            // The default as the shadow controller has it now (raised while fusion drifts).
+            let mut params = req
+                .fusion
+                .unwrap_or_else(|| crate::shadow::default_params(shared));
             params.validate(model.num_layers())?;
             if !shared
                 .fusion_open

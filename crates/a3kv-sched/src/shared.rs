@@ -40,6 +40,8 @@ pub struct Shared {
     /// Whether fused requests run their own method: false after the start-up gate failed
     /// (they run as full prefill then).
     pub fusion_open: std::sync::atomic::AtomicBool,
+    /// Production shadow sampling: sampler, shadows in flight, the controller's step.
+    pub shadow: crate::shadow::ShadowShared,
 }
 
 /// The pipeline stages (actor kinds), also the `actor` metric label.

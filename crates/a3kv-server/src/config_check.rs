@@ -123,6 +123,24 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
         }
         range(key, v, 0.0, 100.0)?;
     }
+    let sh = &e.fusion_shadow;
+    for (key, v, lo, hi) in [
+        ("engine.fusion_shadow.rate", sh.rate, 0.0, 1.0),
+        ("engine.fusion_shadow.max_kl", sh.max_kl, 1e-6, 100.0),
+        ("engine.fusion_shadow.ratio_step", sh.ratio_step, 1e-6, 1.0),
+    ] {
+        if !v.is_finite() {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                value: v.to_string(),
+                allowed: format!("{lo}..={hi}"),
+            });
+        }
+        range(key, v, lo, hi)?;
+    }
+    range("engine.fusion_shadow.window", sh.window, 1, 100_000)?;
+    range("engine.fusion_shadow.max_pending", sh.max_pending, 1, 1024)?;
+    range("engine.fusion_shadow.max_steps", sh.max_steps, 0, 100)?;
     if let Some(r) = &e.store.remote {
         let scheme = r.url.split("://").next().unwrap_or_default();
         one_of(
@@ -167,6 +185,22 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
                 value: r.to_string(),
                 allowed: "0.0..=1.0".into(),
             })
+        }
+        Budget::Auto(a) => {
+            if let Err(a3kv_fusion::FusionError::InvalidOption { option, message }) = a.check() {
+                // auto_mass -> engine.default_fusion.budget.auto.mass, ...
+                let field = option.trim_start_matches("auto_");
+                let value = match field {
+                    "mass" => a.mass,
+                    "min_ratio" => a.min_ratio,
+                    _ => a.max_ratio,
+                };
+                return Err(ConfigError::Invalid {
+                    key: format!("engine.default_fusion.budget.auto.{field}"),
+                    value: value.to_string(),
+                    allowed: message,
+                });
+            }
         }
         _ => {}
     }

@@ -266,14 +266,15 @@ fn apply(
     layer: Vec<Assignment>,
 ) -> Result<(), ConfigError> {
     for (i, a) in layer.iter().enumerate() {
-        let (parent, _) = a.key.rsplit_once('.').unwrap_or(("", &a.key));
-        if !schema.is_one_of(parent) {
+        let Some((parent, variant)) = schema.variant_of(&a.key) else {
             continue;
-        }
-        if let Some(b) = layer[..i]
-            .iter()
-            .find(|b| b.key != a.key && b.key.rsplit_once('.').map(|p| p.0) == Some(parent))
-        {
+        };
+        if let Some(b) = layer[..i].iter().find(|b| {
+            b.key != a.key
+                && schema
+                    .variant_of(&b.key)
+                    .is_some_and(|(p, v)| p == parent && v != variant)
+        }) {
             return Err(ConfigError::Invalid {
                 key: parent.to_string(),
                 value: format!(
@@ -401,13 +402,16 @@ fn parse_raw(schema: &Schema, key: &str, raw: &str, src: &Source) -> Result<Valu
     }
 }
 
-/// Sets a leaf, creating its tables; in an enum table the other variants' keys go.
+/// Sets a leaf, creating its tables; in an enum table the other variants' keys go (a
+/// variant may be a table itself, e.g. `budget.auto.mass`).
 fn set_leaf(schema: &Schema, t: &mut Table, key: &str, v: Value) {
+    if let Some((enum_path, variant)) = schema.variant_of(key) {
+        if let Some(table) = ensure_table(t, enum_path) {
+            table.retain(|k, _| k == variant);
+        }
+    }
     let (parent, last) = key.rsplit_once('.').unwrap_or(("", key));
     if let Some(table) = ensure_table(t, parent) {
-        if schema.is_one_of(parent) {
-            table.retain(|k, _| k == last);
-        }
         table.insert(last.to_string(), v);
     }
 }
@@ -554,6 +558,65 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`engine.default_fusion.eviction.kind`"), "{e}");
+    }
+
+    #[test]
+    fn an_adaptive_budget_from_every_layer() {
+        use a3kv_fusion::AutoBudget;
+        let vars = env(&[("A3KV_ENGINE_DEFAULT_FUSION_BUDGET_AUTO_MAX_RATIO", "0.3")]);
+        let cli = set(&["engine.default_fusion.budget.auto.mass=0.7"]);
+        let f = load(None, &vars, &cli).unwrap().engine.default_fusion;
+        let want = AutoBudget {
+            mass: 0.7,
+            max_ratio: 0.3,
+            ..AutoBudget::default()
+        };
+        assert_eq!(f.budget, Budget::Auto(want), "auto replaces the ratio");
+        // A later layer's ratio replaces it again.
+        let cli = set(&["engine.default_fusion.budget.ratio=0.2"]);
+        let f = load(None, &vars, &cli).unwrap().engine.default_fusion;
+        assert_eq!(f.budget, Budget::Ratio(0.2));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[engine.default_fusion.budget.auto]\nmass = 0.6\nmin_ratio = 0.1\nmax_ratio = 0.4\n",
+        )
+        .unwrap();
+        let f = load(Some(&path), &[], &[]).unwrap().engine.default_fusion;
+        assert_eq!(
+            f.budget,
+            Budget::Auto(AutoBudget {
+                mass: 0.6,
+                min_ratio: 0.1,
+                max_ratio: 0.4
+            })
+        );
+        // One layer may not give two variants.
+        let e = load(
+            None,
+            &[],
+            &set(&[
+                "engine.default_fusion.budget.auto.mass=0.7",
+                "engine.default_fusion.budget.ratio=0.2",
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("engine.default_fusion.budget"), "{e}");
+        for (key, bad) in [("mass", "0"), ("min_ratio", "1.5"), ("max_ratio", "-1")] {
+            let e = load(
+                None,
+                &[],
+                &set(&[&format!("engine.default_fusion.budget.auto.{key}={bad}")]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(&format!("engine.default_fusion.budget.auto.{key}")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

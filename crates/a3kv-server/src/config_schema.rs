@@ -4,7 +4,7 @@
 //! environment accept exactly the same keys, nested and optional ones included, and a field
 //! added to a config struct is reachable by all three without editing a list.
 
-use a3kv_fusion::{Budget, Eviction};
+use a3kv_fusion::{AutoBudget, Budget, Eviction};
 use a3kv_store::{DiskConfig, RemoteConfig};
 use toml::{Table, Value};
 
@@ -59,9 +59,11 @@ pub fn env_name(key: &str) -> String {
     format!("A3KV_{}", key.replace('.', "_").to_uppercase())
 }
 
-/// Configurations in which every optional value is set and, across the two, every variant of
-/// every enum appears (add a variant or an optional field here when a type gains one).
-fn samples() -> [ServerConfig; 2] {
+/// Configurations in which every optional value is set and, across them, every variant of
+/// every enum appears (add a variant or an optional field here when a type gains one). The
+/// first two tell an enum's tables apart (their key sets are disjoint); the others only add
+/// keys.
+fn samples() -> [ServerConfig; 3] {
     let mut a = ServerConfig::default();
     a.engine.store.disk = Some(DiskConfig {
         dir: "/var/lib/a3kv/chunks".into(),
@@ -79,7 +81,9 @@ fn samples() -> [ServerConfig; 2] {
     let mut b = a.clone();
     b.engine.default_fusion.budget = Budget::Tokens(256);
     b.engine.default_fusion.eviction = Some(Eviction::Streaming { capacity: 1024 });
-    [a, b]
+    let mut c = a.clone();
+    c.engine.default_fusion.budget = Budget::Auto(AutoBudget::default());
+    [a, b, c]
 }
 
 fn to_table(cfg: &ServerConfig, what: &str) -> Result<Table, ConfigError> {
@@ -155,14 +159,16 @@ impl Schema {
     /// Builds the schema from [`ServerConfig::default`] and the samples.
     pub fn new() -> Result<Self, ConfigError> {
         let defaults = to_table(&ServerConfig::default(), "the built-in defaults")?;
-        let [a, b] = samples();
-        let (a, b) = (
+        let [a, b, c] = samples();
+        let (a, b, c) = (
             to_table(&a, "the schema sample")?,
             to_table(&b, "the schema sample")?,
+            to_table(&c, "the schema sample")?,
         );
         let mut tree = defaults.clone();
         union(&mut tree, &a);
         union(&mut tree, &b);
+        union(&mut tree, &c);
         let mut one_of = Vec::new();
         exclusive_tables(&a, &b, "", &mut one_of);
         let default_leaves: Vec<String> = leaves(&defaults, "").into_iter().map(|l| l.0).collect();
@@ -208,6 +214,22 @@ impl Schema {
         self.one_of.iter().any(|p| p == path)
     }
 
+    /// For a key inside an enum table: that table and the variant the key belongs to, e.g.
+    /// `engine.default_fusion.budget.auto.mass` -> (`engine.default_fusion.budget`, `auto`),
+    /// `engine.default_fusion.budget.ratio` -> (`engine.default_fusion.budget`, `ratio`).
+    pub fn variant_of<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let mut end = key.len();
+        while let Some(i) = key[..end].rfind('.') {
+            let (parent, rest) = (&key[..i], &key[i + 1..]);
+            if self.is_one_of(parent) {
+                let variant = rest.split('.').next().unwrap_or(rest);
+                return Some((parent, variant));
+            }
+            end = i;
+        }
+        None
+    }
+
     /// The built-in defaults as a TOML table (optional keys absent).
     pub fn defaults(&self) -> &Table {
         &self.defaults
@@ -248,6 +270,9 @@ mod tests {
             ("engine.default_fusion.hybrid_weight", false),
             ("engine.default_fusion.budget.ratio", false),
             ("engine.default_fusion.budget.tokens", true),
+            ("engine.default_fusion.budget.auto.mass", true),
+            ("engine.default_fusion.budget.auto.min_ratio", true),
+            ("engine.default_fusion.budget.auto.max_ratio", true),
             ("engine.default_fusion.eviction.kind", true),
             ("engine.default_fusion.eviction.capacity", true),
             ("engine.default_fusion.eviction.pooling", true),
@@ -264,6 +289,15 @@ mod tests {
         assert!(s.is_table("engine.store.disk") && !s.is_table("engine.store.disk.dir"));
         assert!(s.is_one_of("engine.default_fusion.budget"));
         assert!(!s.is_one_of("engine.default_fusion.eviction"));
+        assert_eq!(
+            s.variant_of("engine.default_fusion.budget.auto.mass"),
+            Some(("engine.default_fusion.budget", "auto"))
+        );
+        assert_eq!(
+            s.variant_of("engine.default_fusion.budget.ratio"),
+            Some(("engine.default_fusion.budget", "ratio"))
+        );
+        assert_eq!(s.variant_of("engine.default_fusion.hybrid_weight"), None);
     }
 
     #[test]

@@ -28,8 +28,9 @@ pub fn install(cfg: &MetricsSection) -> Result<PrometheusHandle, ServeError> {
             &cfg.latency_buckets_secs
         } else if default == names::RATIO_BUCKETS {
             &cfg.ratio_buckets
-        } else if default == names::REMOTE_BUCKETS_SECS {
-            // Single Redis calls: sub-millisecond resolution, not configurable.
+        } else if default == names::REMOTE_BUCKETS_SECS || default == names::KL_BUCKETS {
+            // Single Redis calls (sub-millisecond resolution) and shadow KLs (nats): not
+            // configurable.
             default
         } else {
             &cfg.size_buckets
@@ -56,7 +57,20 @@ pub fn install(cfg: &MetricsSection) -> Result<PrometheusHandle, ServeError> {
             metrics::counter!(names::CHUNK_LOOKUPS, "tier" => tier, "result" => result).absolute(0);
         }
     }
-    for h in [names::REMOTE_GET, names::REMOTE_PUT] {
+    // Shadow sampling runs on a small share of requests: its series exist from the start.
+    metrics::gauge!(names::SHADOW_RATIO_STEP).set(0.0);
+    for agree in ["true", "false"] {
+        metrics::counter!(names::SHADOW_AGREEMENT, "agree" => agree).absolute(0);
+    }
+    for reason in ["queue_full", "error"] {
+        metrics::counter!(names::SHADOW_DROPPED, "reason" => reason).absolute(0);
+    }
+    for h in [
+        names::REMOTE_GET,
+        names::REMOTE_PUT,
+        names::SHADOW_KL,
+        names::RECOMPUTE_RATIO_CHOSEN,
+    ] {
         // Registering the histogram renders its (empty) buckets.
         let _ = metrics::histogram!(h);
     }

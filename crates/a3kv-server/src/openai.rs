@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use a3kv_fusion::{FusionError, FusionOption, FusionParams, Method};
+use a3kv_fusion::{FusionError, FusionOption, FusionParams, Method, OptionValue};
 use a3kv_model::{ChatMessage, SamplingParams};
 use a3kv_sched::{DocumentRef, GenerateRequest, PromptSpec, MAX_TOP_LOGPROBS};
 use serde::Deserialize;
@@ -69,8 +69,9 @@ pub struct DocumentIn {
 }
 
 /// The RAG `fusion` object: `"method"` (a registered selection method) and numeric options
-/// named as in [`FusionOption`] (`recompute_ratio`, `recompute_tokens`, `sink_tokens`,
-/// `hybrid_weight`, `epic_tokens`, `pooling_width`, `check_layer`). Fields not given keep
+/// named as in [`FusionOption`] (`recompute_ratio` — or `"auto"` —, `recompute_tokens`,
+/// `sink_tokens`, `hybrid_weight`, `epic_tokens`, `pooling_width`, `check_layer`,
+/// `auto_mass`, `auto_min_ratio`, `auto_max_ratio`). Fields not given keep
 /// `engine.default_fusion`; naming another method starts from that method's own defaults.
 /// Parsed and range-checked by the fusion crate ([`FusionParams::apply`]), like the CLI's
 /// method specs; `null` means "not given".
@@ -293,9 +294,21 @@ fn fusion(f: &Option<FusionIn>, default: &FusionParams) -> Result<Option<FusionP
                     ),
                 )
             })?;
-        let x = value
-            .as_f64()
-            .ok_or_else(|| invalid(&param, format!("{key} must be a number")))?;
+        let x = match (opt, value) {
+            (FusionOption::RecomputeRatio, Value::String(s)) if s == "auto" => OptionValue::Auto,
+            (FusionOption::RecomputeRatio, _) => {
+                value.as_f64().map(OptionValue::Number).ok_or_else(|| {
+                    invalid(
+                        &param,
+                        format!("{key} must be a number in [0, 1] or \"auto\""),
+                    )
+                })?
+            }
+            _ => value
+                .as_f64()
+                .map(OptionValue::Number)
+                .ok_or_else(|| invalid(&param, format!("{key} must be a number")))?,
+        };
         options.push((opt, x));
     }
     default

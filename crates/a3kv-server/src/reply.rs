@@ -131,6 +131,9 @@ pub struct FusionUsage {
     pub recomputed_tokens: usize,
     /// `recomputed / document rows`.
     pub recompute_ratio: f64,
+    /// The ratio an adaptive budget (`recompute_ratio: "auto"`) chose, `k / (T−Q)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recompute_ratio_chosen: Option<f64>,
     /// Method name.
     pub method: String,
     /// A^3 hybrid weight, when the hybrid selected the rows.
@@ -169,6 +172,7 @@ impl From<&Usage> for UsageOut {
                 reused_tokens: f.reused_tokens,
                 recomputed_tokens: f.recomputed_tokens,
                 recompute_ratio: f.recompute_ratio,
+                recompute_ratio_chosen: f.recompute_ratio_chosen,
                 method: f.method.clone(),
                 hybrid_weight: f.hybrid_weight,
                 sink_tokens: f.sink_tokens,

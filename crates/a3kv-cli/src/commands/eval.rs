@@ -154,11 +154,11 @@ impl EngineBackend {
         let served = self
             .rt
             .block_on(crate::served::serve_one(&self.engine, request))?;
-        let (reused_tokens, recomputed_tokens) = served
-            .usage
-            .fusion
-            .as_ref()
-            .map_or((0, 0), |r| (r.reused_tokens, r.recomputed_tokens));
+        let report = served.usage.fusion.as_ref();
+        let (reused_tokens, recomputed_tokens) =
+            report.map_or((0, 0), |r| (r.reused_tokens, r.recomputed_tokens));
+        let recompute_ratio = report.map(|r| r.recompute_ratio);
+        let recompute_ratio_chosen = report.and_then(|r| r.recompute_ratio_chosen);
         let first_token_logits = match served.usage.first_token_logits {
             Some(l) => l.to_vec(),
             None if first_token_logits => {
@@ -173,6 +173,8 @@ impl EngineBackend {
             ttft_secs: served.usage.ttft_secs,
             reused_tokens,
             recomputed_tokens,
+            recompute_ratio,
+            recompute_ratio_chosen,
         })
     }
 }

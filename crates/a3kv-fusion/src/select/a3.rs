@@ -1,6 +1,7 @@
 //! `a3` (A^3, arXiv 2511.17560): at the check layer, score each document row by how much
 //! the question attends to it ([`crate::a3::a3_scores`], the paper's score, unchanged);
-//! with `hybrid_weight` set, mixed with CacheBlend's deviation ([`super::hybrid`]).
+//! with `hybrid_weight` set, mixed with CacheBlend's deviation ([`super::hybrid`]). An
+//! adaptive budget is sized by the question's attention mass in both cases.
 
 use super::cacheblend::v_deviation;
 use super::hybrid::hybrid_scores;
@@ -26,6 +27,14 @@ impl Selector for A3 {
     }
 
     fn scores(&self, input: &ScoreInput<'_>, params: &FusionParams) -> Result<Vec<f32>> {
+        Ok(self.scores_and_mass(input, params)?.0)
+    }
+
+    fn scores_and_mass(
+        &self,
+        input: &ScoreInput<'_>,
+        params: &FusionParams,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let a3 = a3_scores(
             input.q_question,
             input.k_fresh,
@@ -35,9 +44,9 @@ impl Selector for A3 {
         match (params.hybrid_weight, input.v_cached) {
             (Some(w), Some(v_cached)) => {
                 let dev = v_deviation(input.v_fresh, v_cached, input.prompt)?;
-                Ok(hybrid_scores(&a3, &dev, w))
+                Ok((hybrid_scores(&a3, &dev, w), Some(a3)))
             }
-            _ => Ok(a3),
+            _ => Ok((a3, None)),
         }
     }
 }

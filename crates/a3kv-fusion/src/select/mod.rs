@@ -76,6 +76,18 @@ pub trait Selector: Sync {
             self.name()
         )))
     }
+
+    /// [`Selector::scores`] and, when it differs from them, the distribution whose mass an
+    /// adaptive budget covers ([`crate::auto_k`]); `None` = the scores themselves. `a3`
+    /// with a hybrid weight ranks by the hybrid but sizes the budget by the question's
+    /// attention mass alone.
+    fn scores_and_mass(
+        &self,
+        input: &ScoreInput<'_>,
+        params: &FusionParams,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        Ok((self.scores(input, params)?, None))
+    }
 }
 
 /// Every selection method, `full` first. One line per method.

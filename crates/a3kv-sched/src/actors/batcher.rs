@@ -12,6 +12,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::job::{forward, PrefillJob};
 use crate::metrics as m;
+use crate::prepare::Plan;
+use crate::shadow::maybe_shadow;
 use crate::shared::{Shared, Stage};
 use crate::steps::{finish, selective_batch, Fusing, LayerSource};
 use crate::EngineError;
@@ -156,7 +158,7 @@ fn launch(shared: &Arc<Shared>, st: &mut BatcherState) {
 /// The compute part: all selective layers of the batch, then each job's finish.
 #[allow(clippy::vec_box)]
 fn run_batch(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut jobs: Vec<Box<PrefillJob>>,
     total_rows: usize,
 ) -> Vec<(Box<PrefillJob>, Result<(), EngineError>)> {
@@ -196,6 +198,10 @@ fn run_batch(
                 match status.next().unwrap_or(Ok(())) {
                     Ok(()) => finish(model, f).map(|out| {
                         record_prefill(&mut job, &out.report);
+                        if let Plan::Fused { prompt, .. } = &job.req.plan {
+                            // Off the critical path: idle work of the compute pool.
+                            maybe_shadow(shared, &prompt.ids, &out.logits);
+                        }
                         job.prefilled = Some(out);
                     }),
                     Err(e) => Err(e),
@@ -215,6 +221,9 @@ pub fn record_prefill(job: &mut PrefillJob, report: &FusionReport) {
     if job.report_fusion {
         let method = crate::metrics::method_label(&report.method);
         metrics::histogram!(m::RECOMPUTE_RATIO, "method" => method).record(report.recompute_ratio);
+        if let Some(r) = report.recompute_ratio_chosen {
+            metrics::histogram!(m::RECOMPUTE_RATIO_CHOSEN, "method" => method).record(r);
+        }
         metrics::counter!(m::FUSION_TOKENS, "kind" => "reused")
             .increment(report.reused_tokens as u64);
         metrics::counter!(m::FUSION_TOKENS, "kind" => "recomputed")

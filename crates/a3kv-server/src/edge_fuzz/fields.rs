@@ -323,9 +323,31 @@ pub(super) fn fusion() -> Gen {
             bad_value(json!(1.000_001)),
             bad_value(json!(1e308)),
             bad_type(json!("0.15")),
+            bad_type(json!("Auto")),
             bad_type(json!(true)),
         ])
         .prop_map(|v| vec![("recompute_ratio", v)]),
+        // The adaptive budget and its settings.
+        2 => prop::sample::select(vec![
+            vec![("recompute_ratio", ok(json!("auto")))],
+            vec![
+                ("recompute_ratio", ok(json!("auto"))),
+                ("auto_mass", ok(json!(0.9))),
+                ("auto_max_ratio", ok(json!(0.3))),
+            ],
+            vec![
+                ("recompute_ratio", ok(json!("auto"))),
+                ("auto_mass", bad_value(json!(0))),
+            ],
+            vec![
+                ("recompute_ratio", ok(json!("auto"))),
+                ("auto_min_ratio", bad_value(json!(1.5))),
+            ],
+            vec![
+                ("recompute_ratio", ok(json!("auto"))),
+                ("auto_mass", bad_type(json!("auto"))),
+            ],
+        ]),
         1 => Just(vec![
             ("recompute_ratio", ok(json!(0.2))),
             ("recompute_tokens", bad_value(json!(10))),
