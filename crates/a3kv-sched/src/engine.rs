@@ -331,9 +331,9 @@ impl Engine {
         &self.shared.store
     }
 
-    /// Test hook: makes `stage`'s actor panic on its next job (supervision tests).
-    #[doc(hidden)]
-    pub fn inject_fault(&self, stage: Stage) {
+    /// Test hook (unit tests only): makes `stage`'s actor panic on its next job.
+    #[cfg(test)]
+    pub(crate) fn inject_fault(&self, stage: Stage) {
         let _ = self
             .supervisor
             .send_message(SupervisorMsg::InjectFault(stage));

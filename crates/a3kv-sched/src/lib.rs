@@ -24,6 +24,13 @@ pub mod request;
 pub mod shared;
 pub mod steps;
 
+// The unit tests share the integration tests' helpers, which name this crate `a3kv_sched`.
+#[cfg(test)]
+extern crate self as a3kv_sched;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_common;
+
 pub use api::{
     ChunkInfo, DocumentRef, EngineConfig, EngineError, EngineEvent, GenerateRequest, Logprobs,
     PromptSpec, TokenLogprob, Usage, MAX_TOP_LOGPROBS,

@@ -26,7 +26,8 @@ pub enum BatcherMsg {
     Launch,
     /// A batch finished (each job prefilled, or with its error).
     Done(Vec<(Box<PrefillJob>, Result<(), EngineError>)>),
-    /// Test hook: panic while handling the next job.
+    /// Test hook (unit tests only): panic while handling the next job.
+    #[cfg(test)]
     InjectFault,
 }
 
@@ -47,6 +48,8 @@ pub struct BatcherState {
     pending: Vec<Box<PrefillJob>>,
     busy: bool,
     timer_armed: bool,
+    /// Set by `InjectFault`: the next job panics.
+    #[cfg(test)]
     fault: bool,
 }
 
@@ -79,9 +82,11 @@ impl Actor for RecomputeBatcher {
         let shared = &self.0;
         let cfg = &shared.cfg;
         match msg {
+            #[cfg(test)]
             BatcherMsg::InjectFault => st.fault = true,
             BatcherMsg::Add(job) => {
                 st.pending.push(job);
+                #[cfg(test)]
                 if std::mem::take(&mut st.fault) {
                     panic!("injected fault in recompute batcher");
                 }
