@@ -10,11 +10,6 @@ use a3kv_store::{ChunkKvData, KvDtype, KvMeta, LayerKv};
 
 use crate::EngineError;
 
-/// The store's id for a fusion chunk id (same 32 bytes).
-pub fn store_id(id: &ChunkId) -> a3kv_store::ChunkId {
-    a3kv_store::ChunkId::new(id.0)
-}
-
 /// Flattens a chunk's tensors into store data. Errors on a non-f32 or misshapen cache.
 pub fn to_store(model: &Model, kv: &ChunkKv) -> Result<ChunkKvData, EngineError> {
     let c = model.config();
@@ -107,6 +102,5 @@ mod tests {
             let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
         }
-        assert_eq!(store_id(&kv.id).as_bytes(), &kv.id.0);
     }
 }

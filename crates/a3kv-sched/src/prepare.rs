@@ -9,7 +9,6 @@ use a3kv_fusion::{split_ids, ChunkId, FusionParams, Method, RagPrompt};
 use a3kv_model::{ModelTokenizer, SamplingParams, DEFAULT_RAG_INSTRUCTION};
 use a3kv_store::ChunkStore;
 
-use crate::convert::store_id;
 use crate::shared::Shared;
 use crate::{
     DocumentRef, EngineConfig, EngineError, GenerateRequest, PromptSpec, MAX_TOP_LOGPROBS,
@@ -22,7 +21,7 @@ pub type DocRegistry = HashMap<String, Arc<Vec<Vec<u32>>>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
     /// Content address in the store.
-    pub id: a3kv_store::ChunkId,
+    pub id: ChunkId,
     /// Its token ids.
     pub ids: Vec<u32>,
 }
@@ -144,7 +143,7 @@ pub async fn lookup_unregistered(
                     found.insert(id.clone(), Arc::new(chunks));
                     continue;
                 }
-                let key: a3kv_store::ChunkId = id
+                let key: ChunkId = id
                     .parse()
                     .map_err(|_| EngineError::UnknownChunk(id.clone()))?;
                 match store.get(&key).await? {
@@ -224,7 +223,7 @@ pub fn prepare(
                 .into_iter()
                 .chain(&chunks)
                 .map(|ids| Part {
-                    id: store_id(&ChunkId::of(fp, ids)),
+                    id: ChunkId::of(fp, ids),
                     ids: ids.clone(),
                 })
                 .collect();
