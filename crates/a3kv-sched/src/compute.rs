@@ -18,7 +18,6 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 #[derive(Debug, Clone)]
 pub struct ComputePool {
     tx: Sender<Job>,
-    threads: usize,
 }
 
 impl ComputePool {
@@ -44,12 +43,7 @@ impl ComputePool {
                 })
                 .map_err(|e| EngineError::Internal(format!("cannot start compute thread: {e}")))?;
         }
-        Ok(Self { tx, threads })
-    }
-
-    /// Number of threads.
-    pub fn threads(&self) -> usize {
-        self.threads
+        Ok(Self { tx })
     }
 
     /// Queues `f`; fire and forget (the closure reports its own result).

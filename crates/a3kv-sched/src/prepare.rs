@@ -58,8 +58,6 @@ impl Plan {
 /// A validated request.
 #[derive(Debug, Clone)]
 pub struct ValidRequest {
-    /// Caller's id (logs only).
-    pub request_id: String,
     /// Prefill plan.
     pub plan: Plan,
     /// Sampling (validated).
@@ -249,7 +247,6 @@ pub fn prepare(
     }
     let room = answer_room(cfg.max_prompt_tokens, model.config().max_position, tokens)?;
     Ok(ValidRequest {
-        request_id: req.request_id,
         plan,
         sampling: req.sampling,
         max_tokens: req.max_tokens.min(room),

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use a3kv_fusion::{precompute_chunk, ChunkId};
-use a3kv_sched::convert::to_store;
-use a3kv_sched::prepare::doc_chunks;
+use a3kv_sched::{doc_chunks, to_store};
 use a3kv_store::{ChunkStore, DiskConfig, StoreConfig};
 use anyhow::{bail, Context};
 use clap::Args;

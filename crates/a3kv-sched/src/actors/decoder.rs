@@ -29,8 +29,6 @@ pub struct Active {
 pub enum DecoderMsg {
     /// A prefilled job joins the running batch.
     Join(Box<PrefillJob>),
-    /// Run the next iteration.
-    Step,
     /// An iteration finished.
     StepDone(Vec<Active>),
     /// Test hook (unit tests only): panic while handling the next job.
@@ -123,11 +121,6 @@ impl Actor for Decoder {
                 if std::mem::take(&mut st.fault) {
                     panic!("injected fault in decoder");
                 }
-                if !st.stepping {
-                    step(shared, st);
-                }
-            }
-            DecoderMsg::Step => {
                 if !st.stepping {
                     step(shared, st);
                 }

@@ -156,8 +156,9 @@ mod tests {
 
     use a3kv_fusion::Method;
 
+    use crate::shared::Stage;
     use crate::test_common::*;
-    use crate::{Engine, EngineError, Stage};
+    use crate::{Engine, EngineError};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_actor_fault_fails_only_its_request_and_the_actor_restarts() {
