@@ -3,39 +3,9 @@
 
 use std::sync::Arc;
 
-use a3kv_model::{Fingerprint, Model, Tensor};
-use sha2::{Digest, Sha256};
+use a3kv_model::{Model, Tensor};
 
-use crate::{FusionError, Result};
-
-/// Content address of a chunk: `sha256(model fingerprint, token ids)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChunkId(pub [u8; 32]);
-
-impl ChunkId {
-    /// The id of `ids` under the model `fingerprint`.
-    pub fn of(fingerprint: &Fingerprint, ids: &[u32]) -> Self {
-        let mut h = Sha256::new();
-        h.update(b"a3kv-chunk-v1");
-        h.update(fingerprint.0);
-        h.update((ids.len() as u64).to_le_bytes());
-        for id in ids {
-            h.update(id.to_le_bytes());
-        }
-        ChunkId(h.finalize().into())
-    }
-
-    /// Hex form.
-    pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-impl std::fmt::Display for ChunkId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
+use crate::{ChunkId, FusionError, Result};
 
 /// A chunk's cached KV: per layer, pre-RoPE keys `[H_kv, n, d]` and values `[H_kv, n, d]`
 /// (logically `[L, 2, H_kv, n, d]`).

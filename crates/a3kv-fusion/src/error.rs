@@ -25,6 +25,9 @@ pub enum FusionError {
     /// The prompt has no question tokens.
     #[error("the question is empty")]
     EmptyQuestion,
+    /// A string is not a chunk id (64 hex digits).
+    #[error("invalid chunk id {0:?}: expected 64 hex digits")]
+    ParseChunkId(String),
 }
 
 impl From<candle_core::Error> for FusionError {
@@ -43,6 +46,7 @@ impl FusionError {
             }
             FusionError::ChunkMismatch(_) => "chunk_mismatch",
             FusionError::EmptyQuestion => "empty_question",
+            FusionError::ParseChunkId(_) => "parse_chunk_id",
         }
     }
 }

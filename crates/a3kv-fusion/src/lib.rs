@@ -7,6 +7,7 @@
 
 pub mod a3;
 pub mod chunk;
+pub mod chunk_id;
 pub mod cost;
 pub mod decode;
 pub mod error;
@@ -17,7 +18,8 @@ pub mod report;
 pub mod select;
 pub mod selection;
 
-pub use chunk::{precompute_chunk, ChunkId, ChunkKv};
+pub use chunk::{precompute_chunk, ChunkKv};
+pub use chunk_id::ChunkId;
 pub use decode::{generate, FinishReason, Generation};
 pub use error::{FusionError, Result};
 pub use fuse::{full_prefill, fused_prefill, CachedLayers, FusedPrefill, FusionRun, PromptCache};

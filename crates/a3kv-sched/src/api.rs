@@ -313,10 +313,7 @@ impl From<a3kv_model::ModelError> for EngineError {
 
 impl From<a3kv_store::StoreError> for EngineError {
     fn from(e: a3kv_store::StoreError) -> Self {
-        match e {
-            a3kv_store::StoreError::ParseChunkId(s) => EngineError::UnknownChunk(s),
-            other => EngineError::Internal(format!("chunk store: {other}")),
-        }
+        EngineError::Internal(format!("chunk store: {e}"))
     }
 }
 

@@ -174,11 +174,6 @@ impl ComputePool {
         })
     }
 
-    /// Number of threads.
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
     /// Queues `f` as real work; fire and forget (the closure reports its own result).
     pub fn spawn(&self, f: impl FnOnce() + Send + 'static) -> Result<(), EngineError> {
         let mut q = self.inner.lock();
@@ -204,7 +199,8 @@ impl ComputePool {
         Ok(())
     }
 
-    /// Real jobs queued or running, and idle jobs queued or running (tests, metrics).
+    /// Real jobs queued or running, and idle jobs queued or running (tests).
+    #[cfg(test)]
     pub fn load(&self) -> (usize, usize) {
         let q = self.inner.lock();
         (q.real.len() + q.running_real, q.idle.len() + q.running_idle)

@@ -1,19 +1,15 @@
-//! Conversion between fusion's tensor chunk cache ([`ChunkKv`], per layer pre-RoPE K and V
-//! `[H_kv, n, d]`) and the store's candle-free [`ChunkKvData`] (`[L, 2, H_kv, n, d]` as
-//! `L` layers of flat f32 K and V).
+//! Conversion from fusion's tensor chunk cache ([`ChunkKv`], per layer pre-RoPE K and V
+//! `[H_kv, n, d]`) to the store's candle-free [`ChunkKvData`] (`[L, 2, H_kv, n, d]` as `L`
+//! layers of flat f32 K and V). The way back is test-only (the round-trip test below):
+//! served requests read stored layers through the `LayerFeed`.
 
 use std::sync::Arc;
 
-use a3kv_fusion::{ChunkId, ChunkKv};
-use a3kv_model::{Device, Model, Tensor};
+use a3kv_fusion::ChunkKv;
+use a3kv_model::{Model, Tensor};
 use a3kv_store::{ChunkKvData, KvDtype, KvMeta, LayerKv};
 
 use crate::EngineError;
-
-/// The store's id for a fusion chunk id (same 32 bytes).
-pub fn store_id(id: &ChunkId) -> a3kv_store::ChunkId {
-    a3kv_store::ChunkId::new(id.0)
-}
 
 /// Flattens a chunk's tensors into store data. Errors on a non-f32 or misshapen cache.
 pub fn to_store(model: &Model, kv: &ChunkKv) -> Result<ChunkKvData, EngineError> {
@@ -43,52 +39,52 @@ pub fn to_store(model: &Model, kv: &ChunkKv) -> Result<ChunkKvData, EngineError>
     Ok(ChunkKvData { meta, layers })
 }
 
-/// One stored layer as tensors `[H_kv, n, d]` (K pre-RoPE, V).
-pub fn layer_tensors(
-    meta: &KvMeta,
-    layer: &LayerKv,
-    device: &Device,
-) -> Result<(Tensor, Tensor), EngineError> {
-    let shape = (
-        meta.n_kv_heads as usize,
-        meta.n_tokens as usize,
-        meta.head_dim as usize,
-    );
-    let t = |x: &[f32]| {
-        Tensor::from_slice(x, shape, device)
-            .map_err(|e| EngineError::Internal(format!("stored layer shape: {e}")))
-    };
-    Ok((t(&layer.k)?, t(&layer.v)?))
-}
-
-/// Rebuilds fusion's chunk cache from store data, checking it fits `model`.
-pub fn from_store(model: &Model, data: &ChunkKvData) -> Result<Arc<ChunkKv>, EngineError> {
-    let mut keys = Vec::with_capacity(data.layers.len());
-    let mut values = Vec::with_capacity(data.layers.len());
-    for l in &data.layers {
-        let (k, v) = layer_tensors(&data.meta, l, model.device())?;
-        keys.push(k.to_dtype(model.dtype()).map_err(model_err)?);
-        values.push(v.to_dtype(model.dtype()).map_err(model_err)?);
-    }
-    let kv = ChunkKv {
-        id: ChunkId::of(model.fingerprint(), &data.meta.token_ids),
-        token_ids: data.meta.token_ids.clone(),
-        keys,
-        values,
-    };
-    kv.check(model)?;
-    Ok(Arc::new(kv))
-}
-
-fn model_err(e: candle_core::Error) -> EngineError {
-    EngineError::Internal(format!("tensor: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use a3kv_fusion::precompute_chunk;
-    use a3kv_model::{testing::tiny_model, Family};
+    use a3kv_fusion::{precompute_chunk, ChunkId};
+    use a3kv_model::{testing::tiny_model, Device, Family};
+
+    /// One stored layer as tensors `[H_kv, n, d]` (K pre-RoPE, V).
+    fn layer_tensors(
+        meta: &KvMeta,
+        layer: &LayerKv,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor), EngineError> {
+        let shape = (
+            meta.n_kv_heads as usize,
+            meta.n_tokens as usize,
+            meta.head_dim as usize,
+        );
+        let t = |x: &[f32]| {
+            Tensor::from_slice(x, shape, device)
+                .map_err(|e| EngineError::Internal(format!("stored layer shape: {e}")))
+        };
+        Ok((t(&layer.k)?, t(&layer.v)?))
+    }
+
+    /// Rebuilds fusion's chunk cache from store data, checking it fits `model`.
+    fn from_store(model: &Model, data: &ChunkKvData) -> Result<Arc<ChunkKv>, EngineError> {
+        let mut keys = Vec::with_capacity(data.layers.len());
+        let mut values = Vec::with_capacity(data.layers.len());
+        for l in &data.layers {
+            let (k, v) = layer_tensors(&data.meta, l, model.device())?;
+            keys.push(k.to_dtype(model.dtype()).map_err(model_err)?);
+            values.push(v.to_dtype(model.dtype()).map_err(model_err)?);
+        }
+        let kv = ChunkKv {
+            id: ChunkId::of(model.fingerprint(), &data.meta.token_ids),
+            token_ids: data.meta.token_ids.clone(),
+            keys,
+            values,
+        };
+        kv.check(model)?;
+        Ok(Arc::new(kv))
+    }
+
+    fn model_err(e: candle_core::Error) -> EngineError {
+        EngineError::Internal(format!("tensor: {e}"))
+    }
 
     #[test]
     fn round_trip_is_exact() {
@@ -107,6 +103,5 @@ mod tests {
             let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
         }
-        assert_eq!(store_id(&kv.id).as_bytes(), &kv.id.0);
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::actors::admission::{AdmissionMsg, Submitted};
 use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::compute::ComputePool;
-use crate::convert::{store_id, to_store};
+use crate::convert::to_store;
 use crate::gate::{self, GateReport};
 use crate::metrics as m;
 use crate::prepare::{doc_chunks, precheck};
@@ -170,7 +170,7 @@ impl Engine {
             let all: Vec<u32> = chunks.iter().flatten().copied().collect();
             let doc_id = id.unwrap_or_else(|| ChunkId::of(&fp, &all).to_hex());
             for ids in &chunks {
-                let key = store_id(&ChunkId::of(&fp, ids));
+                let key = ChunkId::of(&fp, ids);
                 let data = match s.store.get(&key).await? {
                     Some((d, _)) if !pin => {
                         drop(d);
@@ -245,12 +245,12 @@ impl Engine {
             Some((chunks, pinned)) => (
                 chunks
                     .iter()
-                    .map(|c| store_id(&ChunkId::of(&fp, c)))
+                    .map(|c| ChunkId::of(&fp, c))
                     .collect::<Vec<_>>(),
                 pinned,
             ),
             None => {
-                let key: a3kv_store::ChunkId = id
+                let key: ChunkId = id
                     .parse()
                     .map_err(|_| EngineError::UnknownChunk(id.to_string()))?;
                 (vec![key], false)
@@ -294,11 +294,8 @@ impl Engine {
         let recorded = s.store.get_document(id).await?;
         s.store.remove_document(id).await?;
         let known = registered.or_else(|| recorded.map(Arc::new));
-        let keys: Vec<a3kv_store::ChunkId> = match &known {
-            Some(chunks) => chunks
-                .iter()
-                .map(|c| store_id(&ChunkId::of(&fp, c)))
-                .collect(),
+        let keys: Vec<ChunkId> = match &known {
+            Some(chunks) => chunks.iter().map(|c| ChunkId::of(&fp, c)).collect(),
             None => match id.parse() {
                 Ok(k) => vec![k],
                 Err(_) => return Ok(false),
@@ -351,9 +348,9 @@ impl Engine {
         &self.shared.store
     }
 
-    /// Test hook: makes `stage`'s actor panic on its next job (supervision tests).
-    #[doc(hidden)]
-    pub fn inject_fault(&self, stage: Stage) {
+    /// Test hook (unit tests only): makes `stage`'s actor panic on its next job.
+    #[cfg(test)]
+    pub(crate) fn inject_fault(&self, stage: Stage) {
         let _ = self
             .supervisor
             .send_message(SupervisorMsg::InjectFault(stage));

@@ -112,6 +112,10 @@ pub struct PrefillJob {
     /// Its event stream.
     pub responder: Responder,
     /// Its place in the running set (freed on drop).
+    #[allow(
+        dead_code,
+        reason = "held only for its Drop, which frees the running slot"
+    )]
     pub slot: RunningSlot,
     /// Stage timestamps.
     pub trace: Trace,

@@ -3,35 +3,51 @@
 //! (docs/design.md §4) — with all model math on a dedicated compute pool. [`Engine`] is the
 //! API the HTTP server and the CLI use: `submit(request)` → a stream of [`EngineEvent`]s.
 //!
-//! Layout: [`api`] (the contract types), [`engine`] (the handle), [`actors`] (one file per
-//! actor), [`steps`] and [`decode`] (the batched prefill/decode math with reference
-//! tests), [`shadow`] (production shadow prefills and the ratio controller), [`metrics`] (every metric name, description and bucket), [`bench`] (the
-//! scheduler benchmark).
+//! Public surface: [`Engine`] and its API types (re-exported below), [`metrics`] (every
+//! metric name, description and bucket, for exporters), [`bench`](mod@bench) (the scheduler
+//! benchmark), and three pieces the CLI's offline commands share with the engine:
+//! [`doc_chunks`] (document chunking), [`to_store`] (a chunk's KV as store data) and
+//! [`decode_batch`] (one batched decode step, for `a3kv bench decode`).
+//!
+//! Private layout: `api` (the contract types), `engine` (the handle), `actors` (one file
+//! per actor), `prepare` (validation at the edge), `steps` and `decode` (the batched
+//! prefill/decode math with reference tests), `job`/`request`/`shared` (the data each hop
+//! carries), `compute` (the compute pool), `gate` (the start-up fusion gate), `shadow` (production shadow prefills and the ratio
+//! controller).
 
-pub mod actors;
-pub mod api;
+mod actors;
+mod api;
 pub mod bench;
-pub mod compute;
-pub mod convert;
-pub mod decode;
-pub mod engine;
+mod compute;
+mod convert;
+mod decode;
+mod engine;
 mod gate;
-pub mod job;
-pub mod logprobs;
+mod job;
+mod logprobs;
 pub mod metrics;
-pub mod prepare;
-pub mod request;
-pub mod shadow;
-pub mod shared;
-pub mod steps;
+mod prepare;
+mod request;
+mod shadow;
+mod shared;
+mod steps;
+
+// The unit tests share the integration tests' helpers, which name this crate `a3kv_sched`.
+#[cfg(test)]
+extern crate self as a3kv_sched;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_common;
 
 pub use api::{
     ChunkInfo, DocumentRef, EngineConfig, EngineError, EngineEvent, GenerateRequest, Logprobs,
     PromptSpec, TokenLogprob, Usage, MAX_TOP_LOGPROBS,
 };
+pub use convert::to_store;
+pub use decode::decode_batch;
 pub use engine::Engine;
 pub use gate::{GateConfig, GateReport};
 pub use metrics::{describe_metrics, histogram_buckets};
+pub use prepare::doc_chunks;
 pub use request::RequestTrace;
 pub use shadow::ShadowConfig;
-pub use shared::Stage;

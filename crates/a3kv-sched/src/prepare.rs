@@ -9,7 +9,6 @@ use a3kv_fusion::{split_ids, ChunkId, FusionParams, Method, RagPrompt};
 use a3kv_model::{ModelTokenizer, SamplingParams, DEFAULT_RAG_INSTRUCTION};
 use a3kv_store::ChunkStore;
 
-use crate::convert::store_id;
 use crate::shared::Shared;
 use crate::{
     DocumentRef, EngineConfig, EngineError, GenerateRequest, PromptSpec, MAX_TOP_LOGPROBS,
@@ -22,7 +21,7 @@ pub type DocRegistry = HashMap<String, Arc<Vec<Vec<u32>>>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
     /// Content address in the store.
-    pub id: a3kv_store::ChunkId,
+    pub id: ChunkId,
     /// Its token ids.
     pub ids: Vec<u32>,
 }
@@ -59,8 +58,6 @@ impl Plan {
 /// A validated request.
 #[derive(Debug, Clone)]
 pub struct ValidRequest {
-    /// Caller's id (logs only).
-    pub request_id: String,
     /// Prefill plan.
     pub plan: Plan,
     /// Sampling (validated).
@@ -144,7 +141,7 @@ pub async fn lookup_unregistered(
                     found.insert(id.clone(), Arc::new(chunks));
                     continue;
                 }
-                let key: a3kv_store::ChunkId = id
+                let key: ChunkId = id
                     .parse()
                     .map_err(|_| EngineError::UnknownChunk(id.clone()))?;
                 match store.get(&key).await? {
@@ -227,7 +224,7 @@ pub fn prepare(
                 .into_iter()
                 .chain(&chunks)
                 .map(|ids| Part {
-                    id: store_id(&ChunkId::of(fp, ids)),
+                    id: ChunkId::of(fp, ids),
                     ids: ids.clone(),
                 })
                 .collect();
@@ -253,7 +250,6 @@ pub fn prepare(
     }
     let room = answer_room(cfg.max_prompt_tokens, model.config().max_position, tokens)?;
     Ok(ValidRequest {
-        request_id: req.request_id,
         plan,
         sampling: req.sampling,
         max_tokens: req.max_tokens.min(room),

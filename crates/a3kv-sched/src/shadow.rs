@@ -129,7 +129,8 @@ impl ShadowController {
         }
     }
 
-    /// The current step.
+    /// The current step (tests).
+    #[cfg(test)]
     pub fn step(&self) -> usize {
         self.step
     }

@@ -245,11 +245,12 @@ pub fn finish(model: &Model, f: Fusing) -> Result<FusedPrefill, EngineError> {
     Ok(f.finish(model, false)?)
 }
 
-/// A [`LayerSource`] over stored chunk data already in memory (tests, benches, the
-/// put-then-generate path).
+/// A [`LayerSource`] over stored chunk data already in memory (tests).
+#[cfg(test)]
 #[derive(Debug, Clone)]
 pub struct InMemoryLayers(pub Vec<Arc<a3kv_store::ChunkKvData>>);
 
+#[cfg(test)]
 impl LayerSource for InMemoryLayers {
     fn layer(&mut self, l: usize) -> Result<Vec<Arc<StoredLayer>>, EngineError> {
         self.0

@@ -1,25 +1,16 @@
-//! Failure handling: a full queue rejects at once with a reason; an injected actor fault or a corrupted chunk file fails that request
-//! only, the actor is restarted, and the next requests succeed.
+//! Failure handling: a full queue rejects at once with a reason; a chunk file corrupted
+//! mid-stream is recomputed and the request succeeds. (An actor fault failing only its
+//! request while the actor restarts is a unit test in `src/actors/supervisor.rs`: fault
+//! injection exists only in the crate's own test build.)
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use a3kv_fusion::Method;
-use a3kv_sched::{DocumentRef, Engine, EngineConfig, EngineError, PromptSpec, Stage};
+use a3kv_sched::{DocumentRef, Engine, EngineConfig, EngineError, PromptSpec};
 use a3kv_store::{DiskConfig, StoreConfig};
 use common::*;
-
-async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    f()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_rejects_immediately_with_a_reason() {
@@ -50,36 +41,6 @@ async fn full_queue_rejects_immediately_with_a_reason() {
     }
     assert!(collect(a, Duration::from_secs(60)).await.finish.is_ok());
     assert!(collect(b, Duration::from_secs(60)).await.finish.is_ok());
-    engine.shutdown(Duration::from_secs(5)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_actor_fault_fails_only_its_request_and_the_actor_restarts() {
-    let Some(m) = model() else { return };
-    let engine = Engine::start(config(), m).await.unwrap();
-    for stage in [Stage::Scorer, Stage::Batcher, Stage::Loader, Stage::Decoder] {
-        engine.inject_fault(stage);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let bad = engine
-            .submit(rag("bad", &[1], "Where?", Method::A3, 3))
-            .unwrap();
-        match collect(bad, Duration::from_secs(60)).await.finish {
-            Err(EngineError::Internal(msg)) => {
-                assert!(msg.contains(stage.as_str()), "{msg}")
-            }
-            other => panic!("{stage:?}: expected a failure, got {other:?}"),
-        }
-        // The failure reaches the client while the actor is still unwinding; let the
-        // supervisor finish the restart.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let good = engine
-            .submit(rag("good", &[1], "Where?", Method::A3, 3))
-            .unwrap();
-        let out = collect(good, Duration::from_secs(60)).await;
-        assert!(out.finish.is_ok(), "{stage:?}: {:?}", out.finish);
-        assert!(engine.is_ready());
-    }
-    assert!(wait_until(Duration::from_secs(5), || engine.running() == 0).await);
     engine.shutdown(Duration::from_secs(5)).await;
 }
 

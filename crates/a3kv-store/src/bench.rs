@@ -11,7 +11,7 @@ use crate::config::DiskConfig;
 use crate::data::{ChunkKvData, KvDtype, KvMeta, LayerKv};
 use crate::disk::DiskTier;
 use crate::error::StoreError;
-use crate::id::ChunkId;
+use a3kv_fusion::ChunkId;
 
 /// Benchmark parameters. Defaults: SmolLM2-135M's KV shape (30 layers, 3 KV heads, head
 /// dim 64, f32) and a 512-token chunk.

@@ -17,10 +17,10 @@ use crate::config::DiskConfig;
 use crate::data::{ChunkKvData, KvMeta, LayerKv};
 use crate::error::{CorruptReason, StoreError};
 use crate::format::{self, ChunkReader, ReadFailure};
-use crate::id::{to_hex, ChunkId};
 use crate::recovery::{self, RecoveryReport, CHUNK_EXT, TEMP_SUFFIX};
 use crate::stats::{Tier, TierStats};
 use crate::tier::{ChunkTier, Found, TierReader, TierSnapshot};
+use a3kv_fusion::chunk_id::{to_hex, ChunkId};
 
 /// Subdirectory of small records (document chunk lists); recovery skips directories.
 const RECORD_DIR: &str = "documents";

@@ -43,9 +43,6 @@ pub enum StoreError {
     /// A blocking task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),
-    /// A string is not 64 hex digits.
-    #[error("invalid chunk id {0:?}: expected 64 hex digits")]
-    ParseChunkId(String),
 }
 
 impl StoreError {
@@ -58,7 +55,6 @@ impl StoreError {
             Self::MemoryFull { .. } => "memory_full",
             Self::Compute(_) => "compute",
             Self::Task(_) => "task",
-            Self::ParseChunkId(_) => "parse_chunk_id",
         }
     }
 

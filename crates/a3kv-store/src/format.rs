@@ -38,7 +38,7 @@ use twox_hash::XxHash3_64 as Xxh3;
 
 use crate::data::{ChunkKvData, KvDtype, KvMeta, LayerKv};
 use crate::error::CorruptReason;
-use crate::id::ChunkId;
+use a3kv_fusion::ChunkId;
 
 /// First 8 bytes of every chunk file.
 pub(crate) const MAGIC: [u8; 8] = *b"A3KVCHNK";

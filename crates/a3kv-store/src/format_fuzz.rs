@@ -23,8 +23,8 @@ use twox_hash::XxHash3_64 as Xxh3;
 use crate::data::tests::bit_equal;
 use crate::data::{ChunkKvData, KvDtype, KvMeta, LayerKv};
 use crate::format::{layer_checksum, write_chunk, ChunkReader, LayerEntry, ReadFailure};
-use crate::id::ChunkId;
 use crate::load::read_all;
+use a3kv_fusion::ChunkId;
 
 const FP: [u8; 32] = [0x5a; 32];
 const ID: ChunkId = ChunkId([0xc3; 32]);

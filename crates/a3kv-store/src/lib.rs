@@ -46,7 +46,6 @@ mod error;
 mod format;
 #[cfg(test)]
 mod format_fuzz;
-mod id;
 mod load;
 mod memory;
 mod pin;
@@ -58,10 +57,11 @@ mod store;
 mod stream;
 mod tier;
 
+/// The id the store is keyed by: fusion's content address, re-exported for the store's users.
+pub use a3kv_fusion::ChunkId;
 pub use config::{DiskConfig, RemoteConfig, StoreConfig};
 pub use data::{ChunkKvData, KvDtype, KvMeta, LayerKv};
 pub use error::{CorruptReason, StoreError};
-pub use id::ChunkId;
 pub use pin::PinGuard;
 pub use recovery::RecoveryReport;
 pub use redis_tier::{REMOTE_BREAKER_OPEN, REMOTE_ERRORS, REMOTE_GET_SECONDS, REMOTE_PUT_SECONDS};

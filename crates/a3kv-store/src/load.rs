@@ -62,7 +62,7 @@ mod tests {
     use crate::data::tests::{bit_equal, sample_chunk};
     use crate::error::CorruptReason;
     use crate::format::write_chunk;
-    use crate::id::ChunkId;
+    use a3kv_fusion::ChunkId;
 
     #[test]
     fn parallel_load_equals_sequential_and_reports_lowest_failure() {

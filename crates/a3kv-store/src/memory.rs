@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::data::ChunkKvData;
-use crate::id::ChunkId;
+use a3kv_fusion::ChunkId;
 
 /// One resident chunk.
 #[derive(Debug)]

@@ -3,8 +3,8 @@
 use std::sync::{Arc, Mutex};
 
 use crate::data::ChunkKvData;
-use crate::id::ChunkId;
 use crate::memory::MemoryTier;
+use a3kv_fusion::ChunkId;
 
 /// Keeps one chunk pinned in memory (never evicted) while alive; unpins on drop.
 ///

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use crate::error::{CorruptReason, StoreError};
 use crate::format::{ChunkReader, ReadFailure};
-use crate::id::ChunkId;
+use a3kv_fusion::ChunkId;
 
 /// Extension of committed chunk files.
 pub(crate) const CHUNK_EXT: &str = "a3kv";

@@ -34,9 +34,9 @@ use crate::config::RemoteConfig;
 use crate::data::{ChunkKvData, KvMeta, LayerKv};
 use crate::error::{CorruptReason, StoreError};
 use crate::format::{self, Header};
-use crate::id::{to_hex, ChunkId};
 use crate::stats::{Tier, TierStats};
 use crate::tier::{millis, ChunkTier, Found, Lease, TierReader, TierSnapshot};
+use a3kv_fusion::chunk_id::{to_hex, ChunkId};
 
 /// Histogram: one Redis `GET` (a header or one layer), seconds.
 pub const REMOTE_GET_SECONDS: &str = "a3kv:remote_get_seconds";

@@ -16,7 +16,6 @@ use crate::config::StoreConfig;
 use crate::data::ChunkKvData;
 use crate::disk::DiskTier;
 use crate::error::{CorruptReason, StoreError};
-use crate::id::ChunkId;
 use crate::memory::{MemoryTier, PinResult};
 use crate::pin::PinGuard;
 use crate::recovery::RecoveryReport;
@@ -25,6 +24,7 @@ use crate::single_flight::{wait_for, FlightHandle, SingleFlight};
 use crate::stats::{Source, StoreStats, Tier, TierStats};
 use crate::stream::{LayerItem, LayerStream};
 use crate::tier::{ChunkTier, Found, Lease, TierReader};
+use a3kv_fusion::ChunkId;
 
 /// `a3kv:chunk_lookups_total{tier, result}`: one per tier consulted (`result` = hit | miss |
 /// error, the last for a tier that could not be asked).

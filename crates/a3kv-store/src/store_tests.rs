@@ -13,7 +13,7 @@ use crate::data::tests::{bit_equal, sample_chunk};
 use crate::data::LayerKv;
 use crate::error::CorruptReason;
 use crate::format::{self, ChunkReader};
-use crate::id::to_hex;
+use a3kv_fusion::chunk_id::to_hex;
 
 const FP: [u8; 32] = [0x11; 32];
 

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::data::{ChunkKvData, KvMeta, LayerKv};
 use crate::error::StoreError;
-use crate::id::ChunkId;
 use crate::stats::{Tier, TierStats};
+use a3kv_fusion::ChunkId;
 
 /// A storage tier below memory.
 pub trait ChunkTier: Send + Sync + fmt::Debug {

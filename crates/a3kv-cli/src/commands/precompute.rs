@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use a3kv_fusion::{precompute_chunk, ChunkId};
-use a3kv_sched::convert::{store_id, to_store};
-use a3kv_sched::prepare::doc_chunks;
+use a3kv_sched::{doc_chunks, to_store};
 use a3kv_store::{ChunkStore, DiskConfig, StoreConfig};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -202,11 +201,10 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
                 continue;
             }
             summary.chunks += 1;
-            let sid = store_id(&id);
             // Only the disk tier has a local index; a Redis tier is asked (and verified).
-            if to_disk && !store.contains(&sid) {
+            if to_disk && !store.contains(&id) {
                 todo.push((d.line, ids, id));
-            } else if (to_disk && a.no_verify) || rt.block_on(store.get(&sid))?.is_some() {
+            } else if (to_disk && a.no_verify) || rt.block_on(store.get(&id))?.is_some() {
                 summary.skipped += 1;
             } else {
                 // The store logged why, removed the file and counted it.
@@ -233,7 +231,7 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("{}:{line}: computing a chunk", a.docs.display()))?;
         let data = to_store(model, &kv)?;
         let bytes = data.size_bytes();
-        let outcome = rt.block_on(store.put(store_id(&id), data, false))?;
+        let outcome = rt.block_on(store.put(id, data, false))?;
         if !(if to_disk {
             outcome.disk
         } else {

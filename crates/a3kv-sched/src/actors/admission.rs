@@ -61,7 +61,8 @@ pub enum AdmissionMsg {
     LookupDoc(String, RpcReplyPort<DocLookup>),
     /// Forgets a document; replies with its chunks if it was known.
     RemoveDoc(String, RpcReplyPort<Option<Arc<Vec<Vec<u32>>>>>),
-    /// Test hook: panic while handling the next request.
+    /// Test hook (unit tests only): panic while handling the next request.
+    #[cfg(test)]
     InjectFault,
 }
 
@@ -70,6 +71,8 @@ pub struct AdmissionState {
     registry: DocRegistry,
     pinned: HashSet<String>,
     waiting: VecDeque<Waiting>,
+    /// Set by `InjectFault`: the next request panics.
+    #[cfg(test)]
     fault: bool,
 }
 
@@ -90,6 +93,7 @@ impl Actor for Admission {
             registry: DocRegistry::new(),
             pinned: HashSet::new(),
             waiting: VecDeque::new(),
+            #[cfg(test)]
             fault: false,
         })
     }
@@ -103,6 +107,7 @@ impl Actor for Admission {
         let shared = self.0.clone();
         match msg {
             AdmissionMsg::Submit(sub) => {
+                #[cfg(test)]
                 if std::mem::take(&mut st.fault) {
                     panic!("injected fault in admission");
                 }
@@ -204,6 +209,7 @@ impl Actor for Admission {
                 st.pinned.remove(&id);
                 let _ = reply.send(st.registry.remove(&id));
             }
+            #[cfg(test)]
             AdmissionMsg::InjectFault => st.fault = true,
         }
         Ok(())

@@ -28,7 +28,8 @@ pub enum BatcherMsg {
     Launch,
     /// A batch finished (each job prefilled, or with its error).
     Done(Vec<(Box<PrefillJob>, Result<(), EngineError>)>),
-    /// Test hook: panic while handling the next job.
+    /// Test hook (unit tests only): panic while handling the next job.
+    #[cfg(test)]
     InjectFault,
 }
 
@@ -49,6 +50,8 @@ pub struct BatcherState {
     pending: Vec<Box<PrefillJob>>,
     busy: bool,
     timer_armed: bool,
+    /// Set by `InjectFault`: the next job panics.
+    #[cfg(test)]
     fault: bool,
 }
 
@@ -81,9 +84,11 @@ impl Actor for RecomputeBatcher {
         let shared = &self.0;
         let cfg = &shared.cfg;
         match msg {
+            #[cfg(test)]
             BatcherMsg::InjectFault => st.fault = true,
             BatcherMsg::Add(job) => {
                 st.pending.push(job);
+                #[cfg(test)]
                 if std::mem::take(&mut st.fault) {
                     panic!("injected fault in recompute batcher");
                 }

@@ -29,11 +29,10 @@ pub struct Active {
 pub enum DecoderMsg {
     /// A prefilled job joins the running batch.
     Join(Box<PrefillJob>),
-    /// Run the next iteration.
-    Step,
     /// An iteration finished.
     StepDone(Vec<Active>),
-    /// Test hook: panic while handling the next job.
+    /// Test hook (unit tests only): panic while handling the next job.
+    #[cfg(test)]
     InjectFault,
 }
 
@@ -53,6 +52,8 @@ pub struct DecoderState {
     active: Vec<Active>,
     joining: Vec<Active>,
     stepping: bool,
+    /// Set by `InjectFault`: the next job panics.
+    #[cfg(test)]
     fault: bool,
 }
 
@@ -80,6 +81,7 @@ impl Actor for Decoder {
     ) -> Result<(), ActorProcessingErr> {
         let shared = &self.0;
         match msg {
+            #[cfg(test)]
             DecoderMsg::InjectFault => st.fault = true,
             DecoderMsg::Join(mut job) => {
                 let Some(pre) = job.prefilled.take() else {
@@ -115,14 +117,10 @@ impl Actor for Decoder {
                         responder.fail(e);
                     }
                 }
+                #[cfg(test)]
                 if std::mem::take(&mut st.fault) {
                     panic!("injected fault in decoder");
                 }
-                if !st.stepping {
-                    step(shared, st);
-                }
-            }
-            DecoderMsg::Step => {
                 if !st.stepping {
                     step(shared, st);
                 }

@@ -23,7 +23,8 @@ use super::scorer::ScorerMsg;
 pub enum LoaderMsg {
     /// Start loading a job's parts and pass the job on.
     Load(Box<PrefillJob>),
-    /// Test hook: panic while handling the next job.
+    /// Test hook (unit tests only): panic while handling the next job.
+    #[cfg(test)]
     InjectFault,
 }
 
@@ -32,6 +33,7 @@ impl LoaderMsg {
     pub fn into_job(self) -> Option<Box<PrefillJob>> {
         match self {
             LoaderMsg::Load(j) => Some(j),
+            #[cfg(test)]
             LoaderMsg::InjectFault => None,
         }
     }
@@ -40,6 +42,8 @@ impl LoaderMsg {
 /// ChunkLoader's state.
 #[derive(Debug, Default)]
 pub struct LoaderState {
+    /// Set by `InjectFault`: the next job panics.
+    #[cfg(test)]
     fault: bool,
 }
 
@@ -63,12 +67,15 @@ impl Actor for ChunkLoader {
         &self,
         _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
-        st: &mut Self::State,
+        // Only the test build's fault hook keeps state here.
+        #[cfg_attr(not(test), allow(unused_variables))] st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let shared = &self.0;
         match msg {
+            #[cfg(test)]
             LoaderMsg::InjectFault => st.fault = true,
             LoaderMsg::Load(mut job) => {
+                #[cfg(test)]
                 if std::mem::take(&mut st.fault) {
                     panic!("injected fault in chunk loader");
                 }

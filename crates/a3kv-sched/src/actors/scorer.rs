@@ -24,7 +24,8 @@ pub enum ScorerMsg {
     Score(Box<PrefillJob>),
     /// The compute pool finished a job.
     Scored(Box<PrefillJob>, Result<(), EngineError>),
-    /// Test hook: panic while handling the next job.
+    /// Test hook (unit tests only): panic while handling the next job.
+    #[cfg(test)]
     InjectFault,
 }
 
@@ -33,6 +34,7 @@ impl ScorerMsg {
     pub fn into_job(self) -> Option<Box<PrefillJob>> {
         match self {
             ScorerMsg::Score(j) | ScorerMsg::Scored(j, _) => Some(j),
+            #[cfg(test)]
             ScorerMsg::InjectFault => None,
         }
     }
@@ -41,6 +43,8 @@ impl ScorerMsg {
 /// RelevanceScorer's state.
 #[derive(Debug, Default)]
 pub struct ScorerState {
+    /// Set by `InjectFault`: the next job panics.
+    #[cfg(test)]
     fault: bool,
 }
 
@@ -64,12 +68,15 @@ impl Actor for RelevanceScorer {
         &self,
         _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
-        st: &mut Self::State,
+        // Only the test build's fault hook keeps state here.
+        #[cfg_attr(not(test), allow(unused_variables))] st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let shared = &self.0;
         match msg {
+            #[cfg(test)]
             ScorerMsg::InjectFault => st.fault = true,
             ScorerMsg::Score(job) => {
+                #[cfg(test)]
                 if std::mem::take(&mut st.fault) {
                     panic!("injected fault in relevance scorer");
                 }

@@ -11,17 +11,23 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use crate::metrics as m;
 use crate::shared::{Shared, Stage};
 
-use super::admission::{Admission, AdmissionMsg};
-use super::batcher::{BatcherMsg, RecomputeBatcher};
-use super::decoder::{Decoder, DecoderMsg};
-use super::loader::{ChunkLoader, LoaderMsg};
-use super::scorer::{RelevanceScorer, ScorerMsg};
+use super::admission::Admission;
+use super::batcher::RecomputeBatcher;
+use super::decoder::Decoder;
+use super::loader::ChunkLoader;
+use super::scorer::RelevanceScorer;
+#[cfg(test)]
+use super::{
+    admission::AdmissionMsg, batcher::BatcherMsg, decoder::DecoderMsg, loader::LoaderMsg,
+    scorer::ScorerMsg,
+};
 
 /// Supervisor's messages.
 pub enum SupervisorMsg {
     /// Stop restarting, stop every stage, then reply.
     Shutdown(RpcReplyPort<()>),
-    /// Test hook: make `stage` panic on its next job.
+    /// Test hook (unit tests only): make `stage` panic on its next job.
+    #[cfg(test)]
     InjectFault(Stage),
 }
 
@@ -84,7 +90,6 @@ impl Actor for Supervisor {
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let shared = &self.0;
         match msg {
             SupervisorMsg::Shutdown(reply) => {
                 st.stopping = true;
@@ -94,7 +99,9 @@ impl Actor for Supervisor {
                 let _ = reply.send(());
                 myself.stop(None);
             }
+            #[cfg(test)]
             SupervisorMsg::InjectFault(stage) => {
+                let shared = &self.0;
                 let _ = match stage {
                     Stage::Admission => shared
                         .send(stage, AdmissionMsg::InjectFault)
@@ -140,5 +147,46 @@ impl Actor for Supervisor {
             tokio::time::sleep(Duration::from_millis(2 * (attempt + 1))).await;
         }
         Err(last.unwrap_or_else(|| "restart failed".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use a3kv_fusion::Method;
+
+    use crate::shared::Stage;
+    use crate::test_common::*;
+    use crate::{Engine, EngineError};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_actor_fault_fails_only_its_request_and_the_actor_restarts() {
+        let Some(m) = model() else { return };
+        let engine = Engine::start(config(), m).await.unwrap();
+        for stage in [Stage::Scorer, Stage::Batcher, Stage::Loader, Stage::Decoder] {
+            engine.inject_fault(stage);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let bad = engine
+                .submit(rag("bad", &[1], "Where?", Method::A3, 3))
+                .unwrap();
+            match collect(bad, Duration::from_secs(60)).await.finish {
+                Err(EngineError::Internal(msg)) => {
+                    assert!(msg.contains(stage.as_str()), "{msg}")
+                }
+                other => panic!("{stage:?}: expected a failure, got {other:?}"),
+            }
+            // The failure reaches the client while the actor is still unwinding; let the
+            // supervisor finish the restart.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let good = engine
+                .submit(rag("good", &[1], "Where?", Method::A3, 3))
+                .unwrap();
+            let out = collect(good, Duration::from_secs(60)).await;
+            assert!(out.finish.is_ok(), "{stage:?}: {:?}", out.finish);
+            assert!(engine.is_ready());
+        }
+        assert!(wait_until(Duration::from_secs(5), || engine.running() == 0).await);
+        engine.shutdown(Duration::from_secs(5)).await;
     }
 }

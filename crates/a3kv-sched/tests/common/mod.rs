@@ -1,10 +1,12 @@
 //! Shared helpers of the engine's integration tests: the real model (skipped with a note
 //! only when absent and `CI` is unset), engine configs, request builders, stream readers.
+//! The crate's own unit tests include this file too (`lib.rs`, `test_common`), so it names
+//! the crate `a3kv_sched` in both builds.
 
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use a3kv_fusion::{FusionParams, Method};
 use a3kv_model::{default_model_path, load_model, LoadOptions, LoadedModel, SamplingParams};
@@ -118,4 +120,16 @@ pub async fn collect(mut rx: Receiver<EngineEvent>, limit: Duration) -> Outcome 
         .await
         .expect("request did not finish in time");
     Outcome { ids, text, finish }
+}
+
+/// Polls `f` every 10 ms until it holds or `limit` passes; its last value.
+pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
 }

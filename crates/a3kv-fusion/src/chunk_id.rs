@@ -1,19 +1,36 @@
-//! `ChunkId`: the 32-byte content hash that names a stored chunk.
+//! `ChunkId`: the content address of one chunk's KV, and the one id type every crate uses
+//! (the store names files, Redis keys and pins by it; docs/design.md §2.3).
 //!
-//! The caller computes it (a hash of model fingerprint and token ids, see docs/design.md
-//! §2.3); the store only compares, prints and parses it. Its hex form is the on-disk file name.
+//! `sha256("a3kv-chunk-v1", model fingerprint, token count, token ids)`, so one text under
+//! one model always has the same id and another model never shares it. Its 64-digit
+//! lower-case hex form is the file name on disk and the id the chunk API reports.
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::StoreError;
+use a3kv_model::Fingerprint;
+use sha2::{Digest, Sha256};
 
-/// Identity of one chunk's KV: a 32-byte content hash chosen by the caller.
+use crate::FusionError;
+
+/// Content address of a chunk: `sha256(model fingerprint, token ids)`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChunkId(pub [u8; 32]);
 
 impl ChunkId {
-    /// Wraps a 32-byte hash.
+    /// The id of `ids` under the model `fingerprint`.
+    pub fn of(fingerprint: &Fingerprint, ids: &[u32]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"a3kv-chunk-v1");
+        h.update(fingerprint.0);
+        h.update((ids.len() as u64).to_le_bytes());
+        for id in ids {
+            h.update(id.to_le_bytes());
+        }
+        ChunkId(h.finalize().into())
+    }
+
+    /// Wraps a 32-byte hash (ids read back from a file header or built by tests).
     pub fn new(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
@@ -22,10 +39,16 @@ impl ChunkId {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// Hex form (64 lower-case digits).
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
 }
 
-/// Lower-case hex of 32 bytes (64 characters).
-pub(crate) fn to_hex(bytes: &[u8; 32]) -> String {
+/// Lower-case hex of 32 bytes (64 characters): a chunk id's printed form, and the store's
+/// name for a model fingerprint's directory or key prefix.
+pub fn to_hex(bytes: &[u8; 32]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(64);
     for b in bytes {
@@ -37,7 +60,7 @@ pub(crate) fn to_hex(bytes: &[u8; 32]) -> String {
 
 impl fmt::Display for ChunkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&to_hex(&self.0))
+        f.write_str(&self.to_hex())
     }
 }
 
@@ -48,14 +71,14 @@ impl fmt::Debug for ChunkId {
 }
 
 impl FromStr for ChunkId {
-    type Err = StoreError;
+    type Err = FusionError;
 
     /// Parses exactly 64 hex digits (either case).
     ///
     /// # Errors
-    /// [`StoreError::ParseChunkId`] for a wrong length or a non-hex character.
+    /// [`FusionError::ParseChunkId`] for a wrong length or a non-hex character.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || StoreError::ParseChunkId(s.chars().take(80).collect());
+        let bad = || FusionError::ParseChunkId(s.chars().take(80).collect());
         let raw = s.as_bytes();
         if raw.len() != 64 {
             return Err(bad());
@@ -93,6 +116,8 @@ mod tests {
         let s = id.to_string();
         assert_eq!(s.len(), 64);
         assert!(s.starts_with("03284d"));
+        assert_eq!(s, id.to_hex());
+        assert_eq!(format!("{id:?}"), format!("ChunkId({s})"));
         assert_eq!(s.parse::<ChunkId>().unwrap(), id);
         assert_eq!(s.to_uppercase().parse::<ChunkId>().unwrap(), id);
     }
@@ -105,5 +130,16 @@ mod tests {
         assert_eq!(err.kind(), "parse_chunk_id");
         let multibyte = "é".repeat(32);
         assert!(multibyte.parse::<ChunkId>().is_err());
+    }
+
+    #[test]
+    fn id_depends_on_model_and_tokens() {
+        let a = Fingerprint([1; 32]);
+        let b = Fingerprint([2; 32]);
+        assert_eq!(ChunkId::of(&a, &[1, 2, 3]), ChunkId::of(&a, &[1, 2, 3]));
+        assert_ne!(ChunkId::of(&a, &[1, 2, 3]), ChunkId::of(&b, &[1, 2, 3]));
+        assert_ne!(ChunkId::of(&a, &[1, 2, 3]), ChunkId::of(&a, &[1, 2]));
+        // Fingerprints print the same way (the store's directory names).
+        assert_eq!(to_hex(&a.0), a.to_hex());
     }
 }
