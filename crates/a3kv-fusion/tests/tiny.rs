@@ -1,5 +1,6 @@
 //! Exact checks of the fused prefill on tiny random-weight models.
 
+use a3kv_model::testing::max_abs_diff;
 use std::sync::Arc;
 
 use a3kv_fusion::a3::a3_scores;
@@ -8,15 +9,6 @@ use a3kv_fusion::selection::select_with_sinks;
 use a3kv_fusion::*;
 use a3kv_model::testing::tiny_model;
 use a3kv_model::{Family, Model, Tensor};
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 fn ids(n: usize, seed: u32) -> Vec<u32> {
     (0..n as u32)
@@ -65,13 +57,13 @@ fn every_method_at_full_budget_equals_full_prefill() {
             };
             let fused = fused_prefill(&model, &prompt, None, &caches, &params, true).unwrap();
             assert!(
-                max_diff(&fused.logits, &full.logits) < 1e-4,
+                max_abs_diff(&fused.logits, &full.logits) < 1e-4,
                 "{method:?} logits"
             );
             for l in 0..model.num_layers() {
                 let (a, b) = (&fused.cache.layers[l], &full.cache.layers[l]);
-                assert!(max_diff(&a.k().unwrap(), &b.k().unwrap()) < 1e-4);
-                assert!(max_diff(&a.v().unwrap(), &b.v().unwrap()) < 1e-4);
+                assert!(max_abs_diff(&a.k().unwrap(), &b.k().unwrap()) < 1e-4);
+                assert!(max_abs_diff(&a.v().unwrap(), &b.v().unwrap()) < 1e-4);
             }
             assert_eq!(fused.report.recomputed_tokens, 56);
             assert_eq!(fused.report.reused_tokens, 5);
@@ -102,7 +94,7 @@ fn reuse_of_a_single_chunk_without_prefix_equals_full_prefill() {
         false,
     )
     .unwrap();
-    assert!(max_diff(&reuse.logits, &full.logits) < 1e-4);
+    assert!(max_abs_diff(&reuse.logits, &full.logits) < 1e-4);
     // With a prefix the chunk never attended to it: no longer exact.
     let (prompt, caches) = setup(&model, 6, &[40], 7);
     let full = fused_prefill(
@@ -123,7 +115,7 @@ fn reuse_of_a_single_chunk_without_prefix_equals_full_prefill() {
         false,
     )
     .unwrap();
-    assert!(max_diff(&reuse.logits, &full.logits) > 1e-3);
+    assert!(max_abs_diff(&reuse.logits, &full.logits) > 1e-3);
 }
 
 #[test]
@@ -291,7 +283,7 @@ fn an_auto_budget_recomputes_the_k_its_rule_gives_and_equals_that_fixed_budget()
             };
             let f = fused_prefill(&model, &prompt, None, &caches, &fixed, true).unwrap();
             assert_eq!(f.report.selected_positions, out.report.selected_positions);
-            assert!(max_diff(&f.logits, &out.logits) < 1e-6);
+            assert!(max_abs_diff(&f.logits, &out.logits) < 1e-6);
             assert!(f.report.recompute_ratio_chosen.is_none());
         }
     }

@@ -195,18 +195,8 @@ pub fn causal_attention_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::max_abs_diff;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn blocked_matches_reference_on_scattered_rows() {
@@ -221,7 +211,7 @@ mod tests {
         let a = causal_attention(&q, &q_pos, &k, &v, &k_pos).unwrap();
         let b = causal_attention_reference(&q, &q_pos, &k, &v, &k_pos).unwrap();
         assert_eq!(a.dims(), &[300, h * d]);
-        assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
+        assert!(max_abs_diff(&a, &b) < 1e-4, "{}", max_abs_diff(&a, &b));
     }
 
     #[test]

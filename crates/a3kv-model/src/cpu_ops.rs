@@ -155,18 +155,8 @@ pub fn swiglu_reference(gate_up: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::max_abs_diff;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn fused_kernels_match_their_reference_twins() {
@@ -176,8 +166,8 @@ mod tests {
         let k_pos = [0u32, 1, 2, 3, 4, 5, 6, 7, 8];
         let a = masked_softmax(&s, &q_pos, &k_pos, 0.125).unwrap();
         let b = masked_softmax_reference(&s, &q_pos, &k_pos, 0.125).unwrap();
-        assert!(max_diff(&a, &b) < 1e-6);
+        assert!(max_abs_diff(&a, &b) < 1e-6);
         let x = Tensor::randn(0f32, 2.0, (7, 12), &dev).unwrap();
-        assert!(max_diff(&swiglu(&x).unwrap(), &swiglu_reference(&x).unwrap()) < 1e-6);
+        assert!(max_abs_diff(&swiglu(&x).unwrap(), &swiglu_reference(&x).unwrap()) < 1e-6);
     }
 }

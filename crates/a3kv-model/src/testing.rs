@@ -91,3 +91,16 @@ pub fn tiny_model(family: Family, seed: u64) -> Result<Model> {
     fp.bytes("tiny", &seed.to_le_bytes());
     Model::new(cfg, w, DType::F32, Device::Cpu, fp.finish())
 }
+
+/// Largest absolute element-wise difference of two tensors of one shape: the tolerance
+/// check of the kernel-vs-twin and path-vs-path tests. Panics when the tensors cannot be
+/// subtracted (a test helper; nothing from input reaches it).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_dtype(DType::F32))
+        .and_then(|d| d.to_scalar::<f32>())
+        .unwrap_or_else(|e| panic!("max_abs_diff of {:?} and {:?}: {e}", a.dims(), b.dims()))
+}

@@ -269,6 +269,7 @@ impl LayerSource for InMemoryLayers {
 mod tests {
     use super::*;
     use a3kv_fusion::{fused_prefill, precompute_chunk, Budget, Method};
+    use a3kv_model::testing::max_abs_diff;
     use a3kv_model::{testing::tiny_model, Family};
 
     fn setup(model: &Model, seed: u32) -> (RagPrompt, Vec<Arc<a3kv_fusion::ChunkKv>>) {
@@ -287,17 +288,6 @@ mod tests {
             .map(|ids| precompute_chunk(model, ids, None).unwrap())
             .collect();
         (prompt, kvs)
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
     }
 
     #[test]
@@ -341,12 +331,12 @@ mod tests {
             }
             for (f, want) in fusing.into_iter().zip(expected) {
                 let got = finish(&model, f).unwrap();
-                assert!(max_diff(&got.logits, &want.logits) < 1e-4);
+                assert!(max_abs_diff(&got.logits, &want.logits) < 1e-4);
                 assert_eq!(got.report.recomputed_tokens, want.report.recomputed_tokens);
                 assert_eq!(got.cache.len(), want.cache.len());
                 for (a, b) in got.cache.layers.iter().zip(&want.cache.layers) {
-                    assert!(max_diff(&a.k().unwrap(), &b.k().unwrap()) < 1e-4);
-                    assert!(max_diff(&a.v().unwrap(), &b.v().unwrap()) < 1e-4);
+                    assert!(max_abs_diff(&a.k().unwrap(), &b.k().unwrap()) < 1e-4);
+                    assert!(max_abs_diff(&a.v().unwrap(), &b.v().unwrap()) < 1e-4);
                 }
             }
         }

@@ -465,18 +465,8 @@ pub fn flash_attention(
 mod tests {
     use super::*;
     use crate::attention::causal_attention_reference;
+    use crate::testing::max_abs_diff;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn exp2_is_accurate_on_the_softmax_range() {
@@ -511,7 +501,7 @@ mod tests {
                 .unwrap()
                 .expect("f32 on the CPU has a kernel");
             assert_eq!(got.dims(), want.dims());
-            let diff = max_diff(&got, &want);
+            let diff = max_abs_diff(&got, &want);
             assert!(diff < 2e-5, "{isa:?} d={d} n={}: {diff}", q_pos.len());
         }
     }
