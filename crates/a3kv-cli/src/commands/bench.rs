@@ -160,6 +160,10 @@ pub struct FusionArgs {
     /// Runs per point (median reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Also time each method's `fused_prefill` alone on the same prompt (in-memory chunks,
+    /// no scheduler), to show what the served path adds.
+    #[arg(long)]
+    pub direct: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -310,6 +314,8 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
     let mut cfg = crate::served::served_config(a.config.clone(), a.model.clone(), set)?;
     let lm = crate::served::served_model(&cfg)?;
     let tok = lm.tokenizer.clone();
+    let direct_model = a.direct.then(|| lm.clone());
+    let chunk_tokens = cfg.engine.chunk_tokens;
     // The command line is the operator: any length the model holds is allowed.
     cfg.engine.max_prompt_tokens = cfg
         .engine
@@ -341,6 +347,9 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
             "check s",
             "select. s"
         );
+        if a.direct {
+            println!("(direct: fused_prefill alone on the same prompt, in-memory chunks)");
+        }
         for &n in &a.lengths {
             let doc_tokens = n.saturating_sub(prefix_len + question_len).max(1);
             let doc = doc_text(&tok, doc_tokens)?;
@@ -395,9 +404,22 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
                     r.check_secs,
                     r.selection_secs
                 );
+                let direct = match &direct_model {
+                    Some(lm) => Some(direct_secs(lm, &doc, QUESTION, chunk_tokens, m, &a)?),
+                    None => None,
+                };
+                if let Some(d) = direct {
+                    println!(
+                        "{:>7} {:>11} {:>10.3}   engine / direct = {:.3}x",
+                        "",
+                        "direct",
+                        d,
+                        ttft / d
+                    );
+                }
                 rows.push(
                     json!({"tokens": tokens, "method": m.as_str(), "ttft_secs": ttft,
-                    "ratio_to_first": ttft / base_t, "report": r}),
+                    "ratio_to_first": ttft / base_t, "direct_secs": direct, "report": r}),
                 );
             }
         }
@@ -409,6 +431,46 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
         std::fs::write(&p, serde_json::to_string_pretty(&json!({"fusion": rows}))?)?;
     }
     Ok(())
+}
+
+/// Median seconds of `fused_prefill` alone for `method` on the prompt the engine builds
+/// from `doc` and `question` (chunks precomputed in memory first, not timed).
+fn direct_secs(
+    lm: &a3kv_model::LoadedModel,
+    doc: &str,
+    question: &str,
+    chunk_tokens: usize,
+    method: Method,
+    a: &FusionArgs,
+) -> anyhow::Result<f64> {
+    use a3kv_fusion::{fused_prefill, precompute_chunk, RagParts};
+    let parts = RagParts::build(
+        &lm.tokenizer,
+        None,
+        a3kv_model::DEFAULT_RAG_INSTRUCTION,
+        &[doc.to_string()],
+        question,
+        chunk_tokens,
+    )?;
+    let prompt = parts.prompt()?;
+    let prefix = Some(precompute_chunk(&lm.model, &parts.prefix, None)?);
+    let chunks = parts
+        .chunks
+        .iter()
+        .map(|c| precompute_chunk(&lm.model, c, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    let params = FusionParams {
+        method,
+        budget: a3kv_fusion::Budget::Ratio(a.ratio),
+        ..Default::default()
+    };
+    let mut t = Vec::new();
+    for _ in 0..a.runs.max(1) {
+        let t0 = Instant::now();
+        fused_prefill(&lm.model, &prompt, prefix.clone(), &chunks, &params, false)?;
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(median(&t))
 }
 
 /// `on` / `off` (also `true` / `false`) for `--batching`.
