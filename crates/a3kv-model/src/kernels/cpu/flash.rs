@@ -242,6 +242,20 @@ fn tile<
     out: &mut [f32],
     sc: &mut Scratch,
 ) {
+    const {
+        assert!(
+            KEY_TILE.is_multiple_of(KW),
+            "score tiles must cover a key tile exactly"
+        );
+        assert!(
+            RS.is_multiple_of(RP) || RP.is_multiple_of(RS),
+            "register tiles must nest"
+        );
+        assert!(
+            DW == D,
+            "the value update covers every dimension in one pass"
+        );
+    }
     let br = ROW_TILE.min(inp.n - r0);
     let g = inp.heads / inp.kv_heads;
     let rows = g * br;
@@ -341,11 +355,13 @@ macro_rules! isa_tiles {
 }
 
 // Register tiles: AVX-512 has 32 vector registers of 16 lanes, AVX2 16 of 8; each tile
-// keeps 8-16 accumulators plus one step's operands in registers. The value update covers
-// all `D` dimensions of its rows in one pass (`DW = D`): split passes did not vectorise.
+// keeps 8-16 accumulators plus one step's operands in registers. The value update covers all
+// `D` dimensions of its rows in one pass (`DW = D`): split passes did not vectorise. AVX2 at
+// d = 64 uses (6, 16, 2, 64): 81 GFLOP/s on a 4k causal prefill (2 threads, Zen 4) against
+// 52 for (4, 16, 2, 64) and 71 for (4, 16, 1, 64).
 isa_tiles!(tile_avx512_d64, "avx512f", 64, 4, 64, 4, 64);
 isa_tiles!(tile_avx512_d128, "avx512f", 128, 4, 64, 2, 128);
-isa_tiles!(tile_avx2_d64, "avx2,fma", 64, 4, 16, 2, 64);
+isa_tiles!(tile_avx2_d64, "avx2,fma", 64, 6, 16, 2, 64);
 isa_tiles!(tile_avx2_d128, "avx2,fma", 128, 4, 16, 1, 128);
 
 /// Runs one task with `isa`'s copy (the plain one when `isa` is not available).
