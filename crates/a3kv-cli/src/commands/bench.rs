@@ -378,6 +378,11 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
                 first_token_logits: false,
             };
             crate::served::serve_one(&engine, request(Method::Reuse)).await?;
+            // `--direct`: the same prompt's caches, built once for every method.
+            let direct_prompt = match &direct_model {
+                Some(lm) => Some(DirectPrompt::build(lm, &doc, QUESTION, chunk_tokens)?),
+                None => None,
+            };
             let mut base = None;
             for &m in &methods {
                 let mut t = Vec::new();
@@ -404,9 +409,9 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
                     r.check_secs,
                     r.selection_secs
                 );
-                let direct = match &direct_model {
-                    Some(lm) => Some(direct_secs(lm, &doc, QUESTION, chunk_tokens, m, &a)?),
-                    None => None,
+                let direct = match (&direct_model, &direct_prompt) {
+                    (Some(lm), Some(dp)) => Some(dp.secs(lm, m, &a)?),
+                    _ => None,
                 };
                 if let Some(d) = direct {
                     println!(
@@ -433,44 +438,68 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Median seconds of `fused_prefill` alone for `method` on the prompt the engine builds
-/// from `doc` and `question` (chunks precomputed in memory first, not timed).
-fn direct_secs(
-    lm: &a3kv_model::LoadedModel,
-    doc: &str,
-    question: &str,
-    chunk_tokens: usize,
-    method: Method,
-    a: &FusionArgs,
-) -> anyhow::Result<f64> {
-    use a3kv_fusion::{fused_prefill, precompute_chunk, RagParts};
-    let parts = RagParts::build(
-        &lm.tokenizer,
-        None,
-        a3kv_model::DEFAULT_RAG_INSTRUCTION,
-        &[doc.to_string()],
-        question,
-        chunk_tokens,
-    )?;
-    let prompt = parts.prompt()?;
-    let prefix = Some(precompute_chunk(&lm.model, &parts.prefix, None)?);
-    let chunks = parts
-        .chunks
-        .iter()
-        .map(|c| precompute_chunk(&lm.model, c, None))
-        .collect::<Result<Vec<_>, _>>()?;
-    let params = FusionParams {
-        method,
-        budget: a3kv_fusion::Budget::Ratio(a.ratio),
-        ..Default::default()
-    };
-    let mut t = Vec::new();
-    for _ in 0..a.runs.max(1) {
-        let t0 = Instant::now();
-        fused_prefill(&lm.model, &prompt, prefix.clone(), &chunks, &params, false)?;
-        t.push(t0.elapsed().as_secs_f64());
+/// The prompt the engine builds from a document and a question, with its prefix and chunk
+/// caches precomputed in memory: what `--direct` runs `fused_prefill` on.
+struct DirectPrompt {
+    prompt: a3kv_fusion::RagPrompt,
+    prefix: Option<std::sync::Arc<a3kv_fusion::ChunkKv>>,
+    chunks: Vec<std::sync::Arc<a3kv_fusion::ChunkKv>>,
+}
+
+impl DirectPrompt {
+    fn build(
+        lm: &a3kv_model::LoadedModel,
+        doc: &str,
+        question: &str,
+        chunk_tokens: usize,
+    ) -> anyhow::Result<Self> {
+        use a3kv_fusion::{precompute_chunk, RagParts};
+        let parts = RagParts::build(
+            &lm.tokenizer,
+            None,
+            a3kv_model::DEFAULT_RAG_INSTRUCTION,
+            &[doc.to_string()],
+            question,
+            chunk_tokens,
+        )?;
+        Ok(Self {
+            prompt: parts.prompt()?,
+            prefix: Some(precompute_chunk(&lm.model, &parts.prefix, None)?),
+            chunks: parts
+                .chunks
+                .iter()
+                .map(|c| precompute_chunk(&lm.model, c, None))
+                .collect::<Result<Vec<_>, _>>()?,
+        })
     }
-    Ok(median(&t))
+
+    /// Median seconds of `fused_prefill` alone for `method` (`a.runs` runs).
+    fn secs(
+        &self,
+        lm: &a3kv_model::LoadedModel,
+        method: Method,
+        a: &FusionArgs,
+    ) -> anyhow::Result<f64> {
+        let params = FusionParams {
+            method,
+            budget: a3kv_fusion::Budget::Ratio(a.ratio),
+            ..Default::default()
+        };
+        let mut t = Vec::new();
+        for _ in 0..a.runs.max(1) {
+            let t0 = Instant::now();
+            a3kv_fusion::fused_prefill(
+                &lm.model,
+                &self.prompt,
+                self.prefix.clone(),
+                &self.chunks,
+                &params,
+                false,
+            )?;
+            t.push(t0.elapsed().as_secs_f64());
+        }
+        Ok(median(&t))
+    }
 }
 
 /// `on` / `off` (also `true` / `false`) for `--batching`.

@@ -112,6 +112,18 @@ pub fn base(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
+/// Posts a chat body to `/v1/chat/completions`; returns the status and the JSON answer.
+pub async fn post_chat(addr: SocketAddr, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(format!("{}/v1/chat/completions", base(addr)))
+        .json(body)
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("json"))
+}
+
 /// Reads an SSE response to its end; returns the `data:` payloads.
 pub async fn read_sse(resp: reqwest::Response) -> Vec<String> {
     let mut buf = String::new();

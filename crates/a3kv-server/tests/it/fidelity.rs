@@ -4,19 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{base, client, lock, metric_sum, rag_chat, scrape, shared};
-
-/// Sends a chat body; returns the status and the JSON answer.
-async fn post(addr: std::net::SocketAddr, body: &Value) -> (u16, Value) {
-    let r = client()
-        .post(format!("{}/v1/chat/completions", base(addr)))
-        .json(body)
-        .send()
-        .await
-        .expect("send");
-    let status = r.status().as_u16();
-    (status, r.json().await.expect("json"))
-}
+use crate::common::{lock, metric_sum, post_chat, rag_chat, scrape, shared};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auto_budget_reports_a_chosen_ratio_within_its_bounds() {
@@ -42,7 +30,7 @@ async fn an_auto_budget_reports_a_chosen_ratio_within_its_bounds() {
     ] {
         let mut body = rag_chat("Where is the Eiffel Tower?", 2, false);
         body["fusion"] = fusion.clone();
-        let (status, v) = post(s.addr, &body).await;
+        let (status, v) = post_chat(s.addr, &body).await;
         assert_eq!(status, 200, "{v}");
         let f = v.pointer("/usage/fusion").expect("usage.fusion");
         let chosen = f["recompute_ratio_chosen"]
@@ -56,7 +44,7 @@ async fn an_auto_budget_reports_a_chosen_ratio_within_its_bounds() {
         assert!(f["recomputed_tokens"].as_u64().unwrap_or(0) >= 1, "{f}");
     }
     // A fixed ratio reports no chosen ratio.
-    let (status, v) = post(s.addr, &rag_chat("Where is the Eiffel Tower?", 2, false)).await;
+    let (status, v) = post_chat(s.addr, &rag_chat("Where is the Eiffel Tower?", 2, false)).await;
     assert_eq!(status, 200, "{v}");
     assert!(
         v.pointer("/usage/fusion/recompute_ratio_chosen").is_none(),
@@ -123,7 +111,7 @@ async fn bad_adaptive_budgets_are_400s_naming_the_field() {
     ] {
         let mut body = rag_chat("Where is the Eiffel Tower?", 2, false);
         body["fusion"] = fusion.clone();
-        let (status, v) = post(s.addr, &body).await;
+        let (status, v) = post_chat(s.addr, &body).await;
         assert_eq!(status, 400, "{fusion}: {v}");
         assert_eq!(
             v.pointer("/error/param").and_then(Value::as_str),

@@ -10,7 +10,9 @@ use std::time::Duration;
 use a3kv_store::RemoteConfig;
 use serde_json::Value;
 
-use crate::common::{ask_eiffel, base, client, lock, metric_sum, model_path, scrape, test_config};
+use crate::common::{
+    ask_eiffel, base, client, lock, metric_sum, model_path, post_chat, scrape, test_config,
+};
 
 #[path = "../../../a3kv-store/tests/support/redis.rs"]
 mod redis_support;
@@ -99,19 +101,13 @@ async fn replicas_share_chunks_through_redis_and_survive_its_loss() {
 
 /// Chat about the Lyon document cited by id only.
 async fn ask_by_id(addr: std::net::SocketAddr, id: &str) -> (u16, Value) {
-    let r = client()
-        .post(format!("{}/v1/chat/completions", base(addr)))
-        .json(&serde_json::json!({
-            "messages": [{"role": "user", "content": "What is Lyon known for?"}],
-            "documents": [{"id": id}],
-            "max_tokens": 4,
-            "temperature": 0,
-        }))
-        .send()
-        .await
-        .expect("send");
-    let status = r.status().as_u16();
-    (status, r.json().await.expect("json"))
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": "What is Lyon known for?"}],
+        "documents": [{"id": id}],
+        "max_tokens": 4,
+        "temperature": 0,
+    });
+    post_chat(addr, &body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
