@@ -95,14 +95,6 @@ impl CachedLayers for PromptCache {
     }
 }
 
-/// Overwrites rows `rows` of `base` `[H, T, d]` with `src` `[H, |rows|, d]` (one copy of
-/// `base`, on its device).
-pub fn scatter_rows(base: &Tensor, rows: &[u32], src: &Tensor) -> Result<Tensor> {
-    let out = base.copy()?;
-    write_rows(&out, rows, src)?;
-    Ok(out)
-}
-
 /// Writes `src` `[H, |rows|, d]` over rows `rows` of `dst` `[H, T, d]` in place. `dst` must
 /// be a tensor the caller owns (its storage is changed for every holder).
 pub fn write_rows(dst: &Tensor, rows: &[u32], src: &Tensor) -> Result<()> {
