@@ -110,15 +110,14 @@ pub fn causal_attention(
 
 /// The general path of [`causal_attention`] (other devices, dtypes and head sizes):
 /// blocks of query rows, each multiplied against the key prefix its furthest row sees,
-/// with a materialised score block and the fused masked softmax.
-pub fn blocked_attention(
+/// with a materialised score block and the fused masked softmax. Inputs already checked.
+fn blocked_attention(
     q: &Tensor,
     q_pos: &[u32],
     k: &Tensor,
     v: &Tensor,
     k_pos: &[u32],
 ) -> Result<Tensor> {
-    check_shapes(q, q_pos, k, v, k_pos)?;
     let (h, n, d) = q.dims3()?;
     let scale = 1.0 / (d as f64).sqrt();
     let (hkv, _m, _) = k.dims3()?;
