@@ -68,9 +68,12 @@ impl Engine {
             .map_or_else(|| "a3kv".to_string(), |s| s.to_string_lossy().into_owned());
         let names = StageNames::fresh();
         let (shadow, shadow_rx) = ShadowShared::new();
+        let kv_model = model
+            .model
+            .with_kv_dtype(crate::convert::candle_dtype(cfg.kv_dtype))?;
         let shared = Arc::new(Shared {
             cfg,
-            model: model.model,
+            model: kv_model,
             tok: model.tokenizer,
             model_name,
             store,
@@ -184,7 +187,7 @@ impl Engine {
                             s.compute
                                 .run(move || -> Result<_, EngineError> {
                                     let kv = precompute_chunk(&s2.model, &ids, None)?;
-                                    to_store(&s2.model, &kv)
+                                    to_store(&s2.model, &kv, s2.cfg.kv_dtype)
                                 })
                                 .await??,
                         )

@@ -229,7 +229,7 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
     for (line, ids, id) in todo {
         let kv = precompute_chunk(model, ids, None)
             .with_context(|| format!("{}:{line}: computing a chunk", a.docs.display()))?;
-        let data = to_store(model, &kv)?;
+        let data = to_store(model, &kv, cfg.engine.kv_dtype)?;
         let bytes = data.size_bytes();
         let outcome = rt.block_on(store.put(id, data, false))?;
         if !(if to_disk {

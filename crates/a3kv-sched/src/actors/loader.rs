@@ -152,9 +152,10 @@ async fn load_or_compute(
 ) -> Result<(Arc<ChunkKvData>, a3kv_store::Source), EngineError> {
     let model = shared.model.clone();
     let ids = part.ids.clone();
+    let dtype = shared.cfg.kv_dtype;
     let compute = move || -> Result<ChunkKvData, EngineError> {
         let kv = precompute_chunk(&model, &ids, None)?;
-        to_store(&model, &kv)
+        to_store(&model, &kv, dtype)
     };
     let got = if after_miss {
         shared.store.compute_missing(part.id, compute).await?
