@@ -523,7 +523,9 @@ mod tests {
                 logits.push(m.decode_step(t, &mut cache).unwrap());
             }
             let mut other = cache.clone();
-            let both = m.decode_batch(&[4, 4], &mut [&mut cache, &mut other]).unwrap();
+            let both = m
+                .decode_batch(&[4, 4], &mut [&mut cache, &mut other])
+                .unwrap();
             logits.push(both.narrow(0, 1, 1).unwrap().squeeze(0).unwrap());
             (logits, cache)
         };
@@ -535,7 +537,13 @@ mod tests {
             assert_eq!(c.layers[0].k().unwrap().dtype(), dt);
             assert_eq!(c.size_bytes() * 2, c32.size_bytes());
             for (a, b) in want.iter().zip(&got) {
-                let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 let d = max_abs_diff(a, b);
                 assert!(d <= tol * scale, "{dt:?}: {d} vs logits up to {scale}");
             }
