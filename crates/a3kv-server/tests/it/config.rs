@@ -82,6 +82,7 @@ async fn bad_key_or_value_fails_start_naming_it() {
     for (content, named) in [
         ("[limits]\nmax_body_bites = 10\n", "limits.max_body_bites"),
         ("[engine]\nmax_running = 0\n", "engine.max_running"),
+        ("[engine]\nkv_dtype = \"f8\"\n", "engine.kv_dtype"),
         ("[engine.default_fusion]\nmethod = \"magic\"\n", "engine"),
         (
             "[metrics]\nlatency_buckets_secs = [0.1, 1.0]\n",
@@ -207,6 +208,7 @@ fn changed(key: &str, v: &Value) -> Value {
             "listen" => "127.0.0.1:9123".into(),
             "model.device" => "cuda:1".into(),
             "engine.device" => "cuda:1".into(),
+            "engine.kv_dtype" => "bf16".into(),
             "model.dtype" => "bf16".into(),
             "model.decode_weights" => "f32".into(),
             "log.format" => "json".into(),
