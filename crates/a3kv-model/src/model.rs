@@ -77,6 +77,14 @@ fn quantized_fingerprint(base: &Fingerprint, max_rows: usize) -> Fingerprint {
     let mut fp = FingerprintBuilder::default();
     fp.bytes("weights", &base.0)
         .bytes("quantized_max_rows", &(max_rows as u64).to_le_bytes());
+    if crate::kernels::cpu::q16::available() {
+        // Products of up to `q16::MAX_ROWS` rows round their activations to 16 bits on this
+        // CPU: another computation, so another identity for the chunks it computes.
+        fp.bytes(
+            "q16_activation_rows",
+            &(crate::kernels::cpu::q16::MAX_ROWS as u64).to_le_bytes(),
+        );
+    }
     fp.finish()
 }
 

@@ -15,6 +15,7 @@ pub mod avx2;
 pub mod avx512;
 pub mod flash;
 pub mod kv_elem;
+pub mod q16;
 pub mod reference;
 
 /// Runs `f` on a worker of the rayon pool (inline when already on one). A decode step is
