@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use a3kv_fusion::{precompute_chunk, ChunkId};
+use a3kv_fusion::{precompute_chunk, ChunkId, RagParts};
 use a3kv_model::LoadedModel;
 use a3kv_store::{ChunkStore, Tier};
 use ractor::{Actor, ActorRef};
@@ -19,7 +19,7 @@ use crate::compute::ComputePool;
 use crate::convert::to_store;
 use crate::gate::{self, GateReport};
 use crate::metrics as m;
-use crate::prepare::{doc_chunks, precheck};
+use crate::prepare::precheck;
 use crate::request::{LoadCounters, QueueSlot, Responder, Trace};
 use crate::shadow::ShadowShared;
 use crate::shared::{Shared, Stage, StageNames};
@@ -164,7 +164,7 @@ impl Engine {
             let s2 = s.clone();
             let chunks = s
                 .compute
-                .run(move || doc_chunks(&s2.tok, &text, s2.cfg.chunk_tokens))
+                .run(move || RagParts::document_chunks(&s2.tok, &text, s2.cfg.chunk_tokens))
                 .await??;
             let fp = *s.model.fingerprint();
             let all: Vec<u32> = chunks.iter().flatten().copied().collect();

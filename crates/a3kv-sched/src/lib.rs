@@ -5,9 +5,10 @@
 //!
 //! Public surface: [`Engine`] and its API types (re-exported below), [`metrics`] (every
 //! metric name, description and bucket, for exporters), [`bench`](mod@bench) (the scheduler
-//! benchmark), and three pieces the CLI's offline commands share with the engine:
-//! [`doc_chunks`] (document chunking), [`to_store`] (a chunk's KV as store data) and
-//! [`decode_batch`] (one batched decode step, for `a3kv bench decode`).
+//! benchmark), and two pieces the CLI's offline commands share with the engine:
+//! [`to_store`] (a chunk's KV as store data) and [`decode_batch`] (one batched decode step,
+//! for `a3kv bench decode`). Prompt assembly and document chunking are fusion's
+//! (`a3kv_fusion::RagParts`).
 //!
 //! Private layout: `api` (the contract types), `engine` (the handle), `actors` (one file
 //! per actor), `prepare` (validation at the edge), `steps` and `decode` (the batched
@@ -48,6 +49,5 @@ pub use decode::decode_batch;
 pub use engine::Engine;
 pub use gate::{GateConfig, GateReport};
 pub use metrics::{describe_metrics, histogram_buckets};
-pub use prepare::doc_chunks;
 pub use request::RequestTrace;
 pub use shadow::ShadowConfig;

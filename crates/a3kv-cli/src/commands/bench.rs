@@ -322,13 +322,16 @@ fn fusion(a: FusionArgs) -> anyhow::Result<()> {
         .max_prompt_tokens
         .max(lm.model.config().max_position);
     const QUESTION: &str = "Which documents describe how caches are reused, and why?";
-    let prefix_len = tok
-        .encode(
-            &tok.template()
-                .rag_prefix(None, a3kv_model::DEFAULT_RAG_INSTRUCTION),
-        )?
-        .len();
-    let question_len = tok.encode(&tok.template().rag_suffix(QUESTION))?.len();
+    // The prompt's prefix and question rows, as the engine assembles them.
+    let frame = a3kv_fusion::RagParts::assemble(
+        &tok,
+        None,
+        a3kv_model::DEFAULT_RAG_INSTRUCTION,
+        [],
+        QUESTION,
+        chunk_tokens,
+    )?;
+    let (prefix_len, question_len) = (frame.prefix.len(), frame.question.len());
     let rt = tokio::runtime::Runtime::new()?;
     let engine = rt
         .block_on(Engine::start(cfg.engine.clone(), lm))

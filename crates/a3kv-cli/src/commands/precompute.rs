@@ -10,8 +10,8 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use a3kv_fusion::{precompute_chunk, ChunkId};
-use a3kv_sched::{doc_chunks, to_store};
+use a3kv_fusion::{precompute_chunk, ChunkId, RagParts};
+use a3kv_sched::to_store;
 use a3kv_store::{ChunkStore, DiskConfig, StoreConfig};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -160,15 +160,16 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
     let docs: Vec<Doc> = docs
         .into_iter()
         .map(|(line, d)| {
-            let chunks = doc_chunks(tok, &d.text, chunk_tokens).with_context(|| {
-                format!(
-                    "{}:{line}{}",
-                    a.docs.display(),
-                    d.id.as_deref()
-                        .map(|i| format!(" (id {i})"))
-                        .unwrap_or_default()
-                )
-            })?;
+            let chunks =
+                RagParts::document_chunks(tok, &d.text, chunk_tokens).with_context(|| {
+                    format!(
+                        "{}:{line}{}",
+                        a.docs.display(),
+                        d.id.as_deref()
+                            .map(|i| format!(" (id {i})"))
+                            .unwrap_or_default()
+                    )
+                })?;
             Ok(Doc { line, chunks })
         })
         .collect::<anyhow::Result<_>>()?;
