@@ -4,8 +4,9 @@
 //! API the HTTP server and the CLI use: `submit(request)` → a stream of [`EngineEvent`]s.
 //!
 //! Public surface: [`Engine`] and its API types (re-exported below), [`metrics`] (every
-//! metric name, description and bucket, for exporters), [`bench`](mod@bench) (the scheduler
-//! benchmark), and [`decode_batch`] (one batched decode step, for `a3kv bench decode`).
+//! metric name, description and bucket, for exporters), and [`decode_batch`] (one batched
+//! decode step, for `a3kv bench decode`). Benchmarks live in the CLI (`a3kv bench`) and use
+//! this API only.
 //! Prompt assembly and document chunking are fusion's (`a3kv_fusion::RagParts`); `a3kv
 //! precompute` stores chunks through [`Engine::store_chunk`].
 //!
@@ -18,7 +19,6 @@
 
 mod actors;
 mod api;
-pub mod bench;
 mod compute;
 mod convert;
 mod decode;
