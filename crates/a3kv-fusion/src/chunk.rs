@@ -78,7 +78,11 @@ pub fn precompute_chunk(model: &Model, ids: &[u32], bos: Option<u32>) -> Result<
         Some(b) => ([&[b], ids].concat(), 1),
         None => (ids.to_vec(), 0),
     };
-    let out = model.prefill(&run_ids, 0, true)?;
+    // Values come from the prefill's cache: keep it in the compute type (a 16-bit request
+    // cache would round them here; the store rounds once, by its own setting).
+    let out = model
+        .with_kv_dtype(model.dtype())?
+        .prefill(&run_ids, 0, true)?;
     let pre = out
         .pre_rope_keys
         .ok_or_else(|| FusionError::InvalidParameter("prefill kept no keys".into()))?;

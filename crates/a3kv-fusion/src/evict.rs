@@ -61,7 +61,7 @@ pub fn evict(
         let (h, _, _) = q.dims3()?;
         let g = h / hkv;
         // Window queries over the context keys (all earlier than the window: no mask).
-        let kc = k.narrow(1, 0, ctx)?;
+        let kc = k.narrow(1, 0, ctx)?.to_dtype(q.dtype())?; // a 16-bit cache is widened
         let qg = q.reshape((hkv, g * w, d))?;
         let scores = (qg.matmul(&kc.t()?)? / (d as f64).sqrt())?;
         let probs = candle_nn_softmax(&scores)?;

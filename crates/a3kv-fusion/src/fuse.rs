@@ -244,7 +244,7 @@ impl FusionRun {
             let a = model.layer_attention(l, &q, &pos, &k, &qkv.v, &pos)?;
             h = model.layer_mlp(l, &h, &a)?;
             self.push_question_q(&q)?;
-            self.layers.push(LayerKv::new(k, qkv.v)?);
+            self.layers.push(model.cache_layer(k, qkv.v)?);
         }
         // Check layer: fresh q/k/v of every row (this layer's cache), then selection.
         let qkv = model.layer_qkv(c, &h)?;
@@ -311,7 +311,7 @@ impl FusionRun {
         let h_i = h.index_select(&idx, 0)?;
         self.hidden = Some(model.layer_mlp(c, &h_i, &a)?);
         self.push_question_q(&q_question)?;
-        self.layers.push(LayerKv::new(k, qkv.v)?);
+        self.layers.push(model.cache_layer(k, qkv.v)?);
         self.next_layer = c + 1;
         self.report.check_secs = t0.elapsed().as_secs_f64();
         Ok(())
@@ -386,7 +386,7 @@ impl FusionRun {
         write_rows(&v_f, &self.rows, v)?;
         let a = model.layer_attention(l, &q, &self.rows, &k_f, &v_f, &self.positions)?;
         self.push_question_q(&q)?;
-        self.layers.push(LayerKv::new(k_f, v_f)?);
+        self.layers.push(model.cache_layer(k_f, v_f)?);
         Ok(a)
     }
 

@@ -101,6 +101,13 @@ pub fn causal_attention(
             return Ok(out);
         }
     }
+    // A cache kept in another type (16-bit KV) is widened to the compute type here; the
+    // few-rows kernel above reads it as stored.
+    let (k, v) = if k.dtype() != q.dtype() || v.dtype() != q.dtype() {
+        (&k.to_dtype(q.dtype())?, &v.to_dtype(q.dtype())?)
+    } else {
+        (k, v)
+    };
     let scale = 1.0 / (d as f64).sqrt();
     if let Some(out) = flash_attention(q, q_pos, k, v, k_pos, scale as f32, Isa::detect())? {
         return Ok(out);

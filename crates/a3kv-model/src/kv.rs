@@ -17,9 +17,10 @@ pub struct LayerKv {
 }
 
 impl LayerKv {
-    /// Wraps keys `[H_kv, m, d]` (RoPE applied) and values `[H_kv, m, d]`.
+    /// Wraps keys `[H_kv, m, d]` (RoPE applied) and values `[H_kv, m, d]` of one element
+    /// type (which the cache keeps: appended rows are converted to it).
     pub fn new(k: Tensor, v: Tensor) -> Result<Self> {
-        if k.dims3()? != v.dims3()? {
+        if k.dims3()? != v.dims3()? || k.dtype() != v.dtype() {
             return Err(ModelError::BadArgument(format!(
                 "kv: k {:?} and v {:?} differ",
                 k.dims(),
@@ -54,7 +55,7 @@ impl LayerKv {
         Ok(self.v_buf.narrow(1, 0, self.len)?)
     }
 
-    /// Appends rows `k`, `v` `[H_kv, r, d]`.
+    /// Appends rows `k`, `v` `[H_kv, r, d]`, converted to the cache's element type.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
         let (hkv, r, d) = k.dims3()?;
         let (bh, cap, bd) = self.k_buf.dims3()?;
@@ -76,8 +77,11 @@ impl LayerKv {
             self.k_buf = grow(&self.k_buf)?;
             self.v_buf = grow(&self.v_buf)?;
         }
-        self.k_buf.slice_set(&k.contiguous()?, 1, self.len)?;
-        self.v_buf.slice_set(&v.contiguous()?, 1, self.len)?;
+        let dt = self.k_buf.dtype();
+        self.k_buf
+            .slice_set(&k.to_dtype(dt)?.contiguous()?, 1, self.len)?;
+        self.v_buf
+            .slice_set(&v.to_dtype(dt)?.contiguous()?, 1, self.len)?;
         self.len += r;
         Ok(())
     }

@@ -65,6 +65,8 @@ pub struct Model {
     fingerprint: Fingerprint,
     /// Matmuls of at most this many rows use `weights.quantized` (0: never).
     quant_max_rows: usize,
+    /// Element type of the request caches this model builds (math stays in `dtype`).
+    kv_dtype: DType,
 }
 
 /// The identity of a model whose matmuls of up to `max_rows` rows are quantised.
@@ -111,7 +113,34 @@ impl Model {
             base_fingerprint: fingerprint,
             fingerprint: quantized_fingerprint(&fingerprint, quant_max_rows),
             quant_max_rows,
+            kv_dtype: dtype,
         })
+    }
+
+    /// The same model keeping its request caches ([`KvCache`]) in `kv_dtype`: f16 or bf16
+    /// halve their memory; keys and values are rounded once when stored, attention math stays
+    /// in the compute dtype. Shares the weights. The fingerprint does not change (a chunk's
+    /// cache is the same computation whatever type stores it). Errors on a type other than
+    /// f32, f16 or bf16.
+    pub fn with_kv_dtype(&self, kv_dtype: DType) -> Result<Model> {
+        if !matches!(kv_dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(ModelError::BadArgument(format!(
+                "kv dtype {kv_dtype:?}: f32, f16 or bf16"
+            )));
+        }
+        let mut m = self.clone();
+        m.kv_dtype = kv_dtype;
+        Ok(m)
+    }
+
+    /// Element type of the request caches (see [`Model::with_kv_dtype`]).
+    pub fn kv_dtype(&self) -> DType {
+        self.kv_dtype
+    }
+
+    /// Keys and values `[H_kv, m, d]` as one cached layer in [`Model::kv_dtype`].
+    pub fn cache_layer(&self, k: Tensor, v: Tensor) -> Result<LayerKv> {
+        LayerKv::new(k.to_dtype(self.kv_dtype)?, v.to_dtype(self.kv_dtype)?)
     }
 
     /// Which weights the token-by-token path uses.
@@ -363,7 +392,7 @@ impl Model {
             if let Some(p) = pre.as_mut() {
                 p.push(qkv.k);
             }
-            layers.push(LayerKv::new(k, qkv.v)?);
+            layers.push(self.cache_layer(k, qkv.v)?);
         }
         let last = h.narrow(0, ids.len() - 1, 1)?;
         let logits = self.logits(&last)?.squeeze(0)?;
@@ -470,5 +499,55 @@ impl Model {
             h = self.layer_mlp(l, &h, &a)?;
         }
         Ok(self.logits(&h)?.squeeze(0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{max_abs_diff, tiny_model};
+    use crate::Family;
+
+    /// Request caches in f16/bf16: prefill and decode (one sequence and batched) keep their
+    /// cache in the chosen type at half the bytes, and the logits stay close to the f32
+    /// cache's (values are rounded once when stored; the math is f32).
+    #[test]
+    fn sixteen_bit_request_caches_decode_close_to_f32() {
+        let m32 = tiny_model(Family::Llama, 3).unwrap();
+        let ids: Vec<u32> = (0..40).map(|i| (i * 7 + 3) % 60).collect();
+        let run = |m: &Model| {
+            let out = m.prefill(&ids, 0, false).unwrap();
+            let mut cache = out.cache;
+            let mut logits = vec![out.logits.clone()];
+            for t in [5u32, 9, 11] {
+                logits.push(m.decode_step(t, &mut cache).unwrap());
+            }
+            let mut other = cache.clone();
+            let both = m
+                .decode_batch(&[4, 4], &mut [&mut cache, &mut other])
+                .unwrap();
+            logits.push(both.narrow(0, 1, 1).unwrap().squeeze(0).unwrap());
+            (logits, cache)
+        };
+        let (want, c32) = run(&m32);
+        for (dt, tol) in [(DType::F16, 0.01f32), (DType::BF16, 0.08)] {
+            let m = m32.with_kv_dtype(dt).unwrap();
+            assert_eq!(m.fingerprint(), m32.fingerprint());
+            let (got, c) = run(&m);
+            assert_eq!(c.layers[0].k().unwrap().dtype(), dt);
+            assert_eq!(c.size_bytes() * 2, c32.size_bytes());
+            for (a, b) in want.iter().zip(&got) {
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let d = max_abs_diff(a, b);
+                assert!(d <= tol * scale, "{dt:?}: {d} vs logits up to {scale}");
+            }
+        }
+        assert!(m32.with_kv_dtype(DType::U8).is_err());
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use a3kv_fusion::{FusionParams, FusionReport};
 use a3kv_model::{ChatMessage, SamplingParams};
-use a3kv_store::StoreConfig;
+use a3kv_store::{KvDtype, StoreConfig};
 
 /// Engine configuration (the `[engine]` table of the server config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +52,11 @@ pub struct EngineConfig {
     pub device: String,
     /// Production shadow sampling and the default-ratio controller (`shadow.rs`).
     pub fusion_shadow: crate::ShadowConfig,
+    /// Element type of stored chunk KV and of request caches: `f32`, `f16` or `bf16` (half
+    /// the memory, disk and transfer per token; rounded once when stored, math in f32).
+    /// Chunks stored in another type (a disk or Redis tier filled earlier) are read as they
+    /// are. Default `f32`.
+    pub kv_dtype: KvDtype,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +87,7 @@ impl Default for EngineConfig {
             fusion_gate: crate::GateConfig::default(),
             device: "cpu".into(),
             fusion_shadow: crate::ShadowConfig::default(),
+            kv_dtype: KvDtype::F32,
         }
     }
 }

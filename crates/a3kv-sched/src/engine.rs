@@ -68,9 +68,12 @@ impl Engine {
             .map_or_else(|| "a3kv".to_string(), |s| s.to_string_lossy().into_owned());
         let names = StageNames::fresh();
         let (shadow, shadow_rx) = ShadowShared::new();
+        let kv_model = model
+            .model
+            .with_kv_dtype(crate::convert::candle_dtype(cfg.kv_dtype))?;
         let shared = Arc::new(Shared {
             cfg,
-            model: model.model,
+            model: kv_model,
             tok: model.tokenizer,
             model_name,
             store,

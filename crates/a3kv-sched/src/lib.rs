@@ -45,6 +45,7 @@ pub use api::{
     ChunkInfo, DocumentRef, EngineConfig, EngineError, EngineEvent, GenerateRequest, Logprobs,
     PromptSpec, TokenLogprob, Usage, MAX_TOP_LOGPROBS,
 };
+pub use convert::candle_dtype as kv_candle_dtype;
 pub use decode::decode_batch;
 pub use engine::Engine;
 pub use gate::{GateConfig, GateReport};

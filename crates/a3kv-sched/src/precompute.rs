@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use a3kv_fusion::{precompute_chunk, ChunkId};
 use a3kv_model::Model;
-use a3kv_store::{ChunkKvData, PutOutcome, Source};
+use a3kv_store::{ChunkKvData, KvDtype, PutOutcome, Source};
 
 use crate::convert::to_store;
 use crate::shared::Shared;
@@ -78,7 +78,8 @@ pub async fn store_chunk(
 ) -> Result<Stored, EngineError> {
     let model = shared.model.clone();
     let ids = ids.to_vec();
-    let compute = move || compute(&model, &ids);
+    let dtype = shared.cfg.kv_dtype;
+    let compute = move || compute(&model, &ids, dtype);
     match how {
         Storing::Flight { counted } => {
             let store = &shared.store;
@@ -106,14 +107,14 @@ pub async fn store_chunk(
 }
 
 /// A chunk's KV in the store's layout: its causal prefill alone (pre-RoPE keys, values),
-/// flattened. Blocking model math.
-fn compute(model: &Model, ids: &[u32]) -> Result<ChunkKvData, EngineError> {
+/// flattened into elements of `dtype` (`engine.kv_dtype`). Blocking model math.
+fn compute(model: &Model, ids: &[u32], dtype: KvDtype) -> Result<ChunkKvData, EngineError> {
     let kv = precompute_chunk(model, ids, None)?;
-    to_store(model, &kv)
+    to_store(model, &kv, dtype)
 }
 
-/// [`compute`] for the crate's tests (stored chunks built as the engine builds them).
+/// [`compute`] in f32, for the crate's tests (stored chunks built as the engine builds them).
 #[cfg(test)]
 pub fn chunk_data(model: &Model, ids: &[u32]) -> Result<ChunkKvData, EngineError> {
-    compute(model, ids)
+    compute(model, ids, KvDtype::F32)
 }

@@ -62,15 +62,15 @@ fn assemble(
             t - prompt.question_len()
         )));
     }
-    // Written once, head by head (no zero fill first): each part's rows of the head, then
-    // zeros for the question rows.
+    // Written once, head by head (no zero fill first): each part's rows of the head (widened
+    // to f32 when stored in 16 bits), then zeros for the question rows.
     let mut k = Vec::with_capacity(hkv * t * d);
     let mut v = Vec::with_capacity(hkv * t * d);
     for h in 0..hkv {
         for p in parts {
             let n = p.k.len() / (hkv * d);
-            k.extend_from_slice(&p.k[h * n * d..(h + 1) * n * d]);
-            v.extend_from_slice(&p.v[h * n * d..(h + 1) * n * d]);
+            p.k.extend_f32(h * n * d..(h + 1) * n * d, &mut k);
+            p.v.extend_f32(h * n * d..(h + 1) * n * d, &mut v);
         }
         k.resize((h + 1) * t * d, 0.0);
         v.resize((h + 1) * t * d, 0.0);

@@ -3,17 +3,23 @@
 
 use std::sync::Arc;
 
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
-/// Element type of stored K/V. Only `F32` exists now; new variants (F16, BF16) come with a
-/// new on-disk dtype code, so the enum is non-exhaustive.
+/// Element type of stored K/V (`engine.kv_dtype`): f32, or f16/bf16 at half the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum KvDtype {
     /// 32-bit IEEE float, little-endian on disk.
     F32,
+    /// 16-bit IEEE float (binary16), little-endian on disk.
+    F16,
+    /// bfloat16 (the top half of an f32), little-endian on disk.
+    BF16,
 }
 
 impl KvDtype {
@@ -21,6 +27,16 @@ impl KvDtype {
     pub fn size_bytes(self) -> usize {
         match self {
             Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+
+    /// The configuration name: `f32`, `f16` or `bf16`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::BF16 => "bf16",
         }
     }
 
@@ -28,6 +44,8 @@ impl KvDtype {
     pub(crate) fn code(self) -> u32 {
         match self {
             Self::F32 => 0,
+            Self::F16 => 1,
+            Self::BF16 => 2,
         }
     }
 
@@ -35,8 +53,142 @@ impl KvDtype {
     pub(crate) fn from_code(code: u32) -> Option<Self> {
         match code {
             0 => Some(Self::F32),
+            1 => Some(Self::F16),
+            2 => Some(Self::BF16),
             _ => None,
         }
+    }
+}
+
+impl std::fmt::Display for KvDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for KvDtype {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "bf16" => Ok(Self::BF16),
+            other => Err(StoreError::InvalidData(format!(
+                "kv dtype {other:?}: expected \"f32\", \"f16\" or \"bf16\""
+            ))),
+        }
+    }
+}
+
+/// The elements of one stored K or V tensor, in its [`KvDtype`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvVec {
+    /// f32 elements.
+    F32(Vec<f32>),
+    /// f16 elements.
+    F16(Vec<f16>),
+    /// bf16 elements.
+    BF16(Vec<bf16>),
+}
+
+impl KvVec {
+    /// `xs` rounded (to nearest even) to `dtype`.
+    pub fn from_f32(dtype: KvDtype, xs: &[f32]) -> Self {
+        match dtype {
+            KvDtype::F32 => Self::F32(xs.to_vec()),
+            KvDtype::F16 => {
+                let mut out = vec![f16::ZERO; xs.len()];
+                out.convert_from_f32_slice(xs);
+                Self::F16(out)
+            }
+            KvDtype::BF16 => {
+                let mut out = vec![bf16::ZERO; xs.len()];
+                out.convert_from_f32_slice(xs);
+                Self::BF16(out)
+            }
+        }
+    }
+
+    /// `len` zero elements of `dtype`.
+    pub fn zeros(dtype: KvDtype, len: usize) -> Self {
+        match dtype {
+            KvDtype::F32 => Self::F32(vec![0.0; len]),
+            KvDtype::F16 => Self::F16(vec![f16::ZERO; len]),
+            KvDtype::BF16 => Self::BF16(vec![bf16::ZERO; len]),
+        }
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> KvDtype {
+        match self {
+            Self::F32(_) => KvDtype::F32,
+            Self::F16(_) => KvDtype::F16,
+            Self::BF16(_) => KvDtype::BF16,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(x) => x.len(),
+            Self::F16(x) => x.len(),
+            Self::BF16(x) => x.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements' bytes in host order (little-endian on every platform a3kv builds for;
+    /// the file writer swaps on big-endian hosts).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::F32(x) => bytemuck::cast_slice(x),
+            Self::F16(x) => bytemuck::cast_slice(x),
+            Self::BF16(x) => bytemuck::cast_slice(x),
+        }
+    }
+
+    /// Elements `range` widened to f32 (exact), appended to `out`. Panics if `range` is out
+    /// of bounds, like slice indexing.
+    pub fn extend_f32(&self, range: std::ops::Range<usize>, out: &mut Vec<f32>) {
+        match self {
+            Self::F32(x) => out.extend_from_slice(&x[range]),
+            Self::F16(x) => widen(&x[range], out),
+            Self::BF16(x) => widen(&x[range], out),
+        }
+    }
+
+    /// Every element widened to f32.
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len());
+        self.extend_f32(0..self.len(), &mut out);
+        out
+    }
+}
+
+/// Appends `xs` widened to f32 (half's slice conversion: F16C/SIMD where the CPU has it).
+fn widen<T>(xs: &[T], out: &mut Vec<f32>)
+where
+    [T]: HalfFloatSliceExt,
+{
+    let start = out.len();
+    out.resize(start + xs.len(), 0.0);
+    xs.convert_to_f32_slice(&mut out[start..]);
+}
+
+impl FromIterator<f32> for KvVec {
+    fn from_iter<I: IntoIterator<Item = f32>>(iter: I) -> Self {
+        Self::F32(iter.into_iter().collect())
+    }
+}
+
+impl From<Vec<f32>> for KvVec {
+    fn from(x: Vec<f32>) -> Self {
+        Self::F32(x)
     }
 }
 
@@ -86,13 +238,13 @@ impl KvMeta {
     }
 }
 
-/// One layer's cached K and V.
+/// One layer's cached K and V, both in the chunk's [`KvDtype`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerKv {
     /// Pre-RoPE keys `[H_kv, n, d]`, row-major.
-    pub k: Vec<f32>,
+    pub k: KvVec,
     /// Values `[H_kv, n, d]`, row-major.
-    pub v: Vec<f32>,
+    pub v: KvVec,
 }
 
 /// A chunk's full KV cache: `meta.n_layers` layers of [`LayerKv`].
@@ -140,6 +292,14 @@ impl ChunkKvData {
             .elems_per_tensor()
             .ok_or_else(|| StoreError::InvalidData("H_kv * n * d overflows".into()))?;
         for (l, layer) in self.layers.iter().enumerate() {
+            if layer.k.dtype() != m.dtype || layer.v.dtype() != m.dtype {
+                return Err(StoreError::InvalidData(format!(
+                    "layer {l}: k is {} and v {}, meta.dtype is {}",
+                    layer.k.dtype(),
+                    layer.v.dtype(),
+                    m.dtype
+                )));
+            }
             if layer.k.len() != elems || layer.v.len() != elems {
                 return Err(StoreError::InvalidData(format!(
                     "layer {l}: k has {} and v {} elements, expected [H_kv={}, n={}, d={}] = {elems}",
@@ -187,8 +347,8 @@ pub(crate) mod tests {
                         .collect()
                 };
                 Arc::new(LayerKv {
-                    k: gen(0),
-                    v: gen(1),
+                    k: gen(0).into(),
+                    v: gen(1).into(),
                 })
             })
             .collect();
@@ -208,13 +368,12 @@ pub(crate) mod tests {
 
     /// Bit-level equality (NaN payloads and signed zeros included).
     pub(crate) fn bit_equal(a: &ChunkKvData, b: &ChunkKvData) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         a.meta == b.meta
             && a.layers.len() == b.layers.len()
             && a.layers
                 .iter()
                 .zip(&b.layers)
-                .all(|(x, y)| bits(&x.k) == bits(&y.k) && bits(&x.v) == bits(&y.v))
+                .all(|(x, y)| x.k.as_bytes() == y.k.as_bytes() && x.v.as_bytes() == y.v.as_bytes())
     }
 
     #[test]
@@ -223,7 +382,8 @@ pub(crate) mod tests {
         let mut c = sample_chunk(fp, 1, 3, 5);
         assert!(c.validate(&fp).is_ok());
         assert_eq!(c.validate(&[8u8; 32]).unwrap_err().kind(), "invalid_data");
-        Arc::make_mut(&mut c.layers[1]).v.pop();
+        let l1 = Arc::make_mut(&mut c.layers[1]);
+        l1.v = KvVec::from_f32(KvDtype::F32, &l1.v.to_f32_vec()[1..]);
         assert!(c.validate(&fp).is_err());
         let mut c = sample_chunk(fp, 1, 3, 5);
         c.meta.token_ids.pop();

@@ -10,7 +10,7 @@
 //! 12   4             header_len: bytes from 0 through the header checksum
 //! 16   32            model fingerprint
 //! 48   32            chunk id (must equal the file name)
-//! 80   4             dtype code (0 = f32)
+//! 80   4             dtype code (0 = f32, 1 = f16, 2 = bf16)
 //! 84   4             n_layers L
 //! 88   4             n_kv_heads H_kv
 //! 92   4             head_dim d
@@ -21,7 +21,8 @@
 //! 120  4*n           token ids
 //! ..   24*L          layer table: {offset u64, len u64, xxh3_64 u64} per layer
 //! ..   8             xxh3_64 of every header byte before it
-//! data_offset..      layer l at table[l].offset: K [H_kv, n, d] then V [H_kv, n, d], f32 LE
+//! data_offset..      layer l at table[l].offset: K [H_kv, n, d] then V [H_kv, n, d], LE
+//!                    elements of the dtype
 //! ```
 //!
 //! A reader validates the header (magic, version, checksum, fingerprint, id, dtype, layout,
@@ -36,7 +37,9 @@ use std::hash::Hasher;
 
 use twox_hash::XxHash3_64 as Xxh3;
 
-use crate::data::{ChunkKvData, KvDtype, KvMeta, LayerKv};
+use half::{bf16, f16};
+
+use crate::data::{ChunkKvData, KvDtype, KvMeta, KvVec, LayerKv};
 use crate::error::CorruptReason;
 use a3kv_fusion::ChunkId;
 
@@ -112,19 +115,39 @@ fn header_len(n_tokens: u64, n_layers: u64) -> u64 {
 }
 
 /// Checksum of one layer's bytes, K then V.
-pub(crate) fn layer_checksum(k: &[f32], v: &[f32]) -> u64 {
+pub(crate) fn layer_checksum(k: &KvVec, v: &KvVec) -> u64 {
     let mut h = Xxh3::new();
     h.write(&le_bytes(k));
     h.write(&le_bytes(v));
     h.finish()
 }
 
-/// Little-endian bytes of a float slice (borrowed on little-endian targets).
-fn le_bytes(v: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+/// Little-endian bytes of stored elements (borrowed on little-endian targets).
+fn le_bytes(v: &KvVec) -> std::borrow::Cow<'_, [u8]> {
     if cfg!(target_endian = "little") {
-        std::borrow::Cow::Borrowed(bytemuck::cast_slice(v))
+        std::borrow::Cow::Borrowed(v.as_bytes())
     } else {
-        std::borrow::Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        let n = v.dtype().size_bytes();
+        std::borrow::Cow::Owned(
+            v.as_bytes()
+                .chunks_exact(n)
+                .flat_map(|c| c.iter().rev().copied())
+                .collect(),
+        )
+    }
+}
+
+/// Elements of `dtype` from their little-endian bytes.
+fn kv_from_le(dtype: KvDtype, b: &[u8]) -> KvVec {
+    let u16s = || b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+    match dtype {
+        KvDtype::F32 => KvVec::F32(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        KvDtype::F16 => KvVec::F16(u16s().map(f16::from_bits).collect()),
+        KvDtype::BF16 => KvVec::BF16(u16s().map(bf16::from_bits).collect()),
     }
 }
 
@@ -235,10 +258,10 @@ pub(crate) fn parse_header_value(
     parse_header(h, u64_at(h, 112), id, fingerprint)
 }
 
-/// One layer as one value of a key-value tier: K then V, f32 little-endian (the bytes a chunk
-/// file holds for the layer).
+/// One layer as one value of a key-value tier: K then V, little-endian elements (the bytes a
+/// chunk file holds for the layer).
 pub(crate) fn layer_value(layer: &LayerKv) -> Vec<u8> {
-    let mut out = Vec::with_capacity((layer.k.len() + layer.v.len()) * 4);
+    let mut out = Vec::with_capacity(layer.k.as_bytes().len() + layer.v.as_bytes().len());
     out.extend_from_slice(&le_bytes(&layer.k));
     out.extend_from_slice(&le_bytes(&layer.v));
     out
@@ -264,14 +287,10 @@ pub(crate) fn parse_layer_value(
         return Err(CorruptReason::LayerChecksum { layer: l });
     }
     let half = bytes.len() / 2;
-    let decode = |b: &[u8]| -> Vec<f32> {
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
+    let dtype = header.meta.dtype;
     Ok(LayerKv {
-        k: decode(&bytes[..half]),
-        v: decode(&bytes[half..]),
+        k: kv_from_le(dtype, &bytes[..half]),
+        v: kv_from_le(dtype, &bytes[half..]),
     })
 }
 
@@ -360,17 +379,17 @@ impl ChunkReader {
 
     /// Reads layer `l` and checks its checksum; reads nothing of other layers.
     pub(crate) fn read_layer(&self, l: usize) -> Result<LayerKv, ReadFailure> {
-        self.read_layer_with(l, read_f32s)
+        self.read_layer_with(l, false)
     }
 
     /// Reference twin of [`ChunkReader::read_layer`]: zero-initialised buffers and plain
     /// `read_exact_at`, no unsafe. The fast path must return the same bits.
     #[cfg(test)]
     pub(crate) fn read_layer_reference(&self, l: usize) -> Result<LayerKv, ReadFailure> {
-        self.read_layer_with(l, read_f32s_reference)
+        self.read_layer_with(l, true)
     }
 
-    fn read_layer_with(&self, l: usize, read: ReadF32s) -> Result<LayerKv, ReadFailure> {
+    fn read_layer_with(&self, l: usize, reference: bool) -> Result<LayerKv, ReadFailure> {
         let entry = *self
             .header
             .layers
@@ -381,36 +400,65 @@ impl ChunkReader {
             .meta
             .elems_per_tensor()
             .ok_or(CorruptReason::InvalidHeader("shape overflows"))?;
+        let dtype = self.header.meta.dtype;
         let mut h = Xxh3::new();
-        let k_bytes = (elems * 4) as u64;
-        let mut k = read(&self.file, elems, entry.offset, &mut h)?;
-        let mut v = read(&self.file, elems, entry.offset + k_bytes, &mut h)?;
+        let k_bytes = (elems * dtype.size_bytes()) as u64;
+        let (file, off) = (&self.file, entry.offset);
+        let (k, v) = match dtype {
+            KvDtype::F32 => (
+                KvVec::F32(read_elems(file, elems, off, &mut h, reference)?),
+                KvVec::F32(read_elems(file, elems, off + k_bytes, &mut h, reference)?),
+            ),
+            KvDtype::F16 => (
+                KvVec::F16(read_elems(file, elems, off, &mut h, reference)?),
+                KvVec::F16(read_elems(file, elems, off + k_bytes, &mut h, reference)?),
+            ),
+            KvDtype::BF16 => (
+                KvVec::BF16(read_elems(file, elems, off, &mut h, reference)?),
+                KvVec::BF16(read_elems(file, elems, off + k_bytes, &mut h, reference)?),
+            ),
+        };
         if h.finish() != entry.checksum {
             return Err(CorruptReason::LayerChecksum { layer: l }.into());
         }
         if cfg!(target_endian = "big") {
-            for x in k.iter_mut().chain(v.iter_mut()) {
-                *x = f32::from_bits(u32::from_le(x.to_bits()));
-            }
+            // The bytes are little-endian: decode them as such.
+            return Ok(LayerKv {
+                k: kv_from_le(dtype, k.as_bytes()),
+                v: kv_from_le(dtype, v.as_bytes()),
+            });
         }
         Ok(LayerKv { k, v })
     }
 }
 
-/// Reads `elems` f32 values at `offset`, feeding the file bytes to the hasher.
-type ReadF32s = fn(&File, usize, u64, &mut Xxh3) -> Result<Vec<f32>, ReadFailure>;
-
-/// Reads in pieces of [`READ_PIECE_BYTES`] into a zeroed buffer, hashing each piece.
-#[cfg(any(test, not(unix)))]
-fn read_f32s_reference(
+/// Reads `elems` values of `T` at `offset` (file bytes, host order), feeding the bytes to the
+/// hasher: the fast path, or with `reference` its twin.
+fn read_elems<T: bytemuck::Pod>(
     file: &File,
     elems: usize,
     offset: u64,
     h: &mut Xxh3,
-) -> Result<Vec<f32>, ReadFailure> {
-    let mut out = vec![0f32; elems];
+    reference: bool,
+) -> Result<Vec<T>, ReadFailure> {
+    #[cfg(unix)]
+    if !reference {
+        return read_elems_fast(file, elems, offset, h);
+    }
+    let _ = reference;
+    read_elems_reference(file, elems, offset, h)
+}
+
+/// Reads in pieces of [`READ_PIECE_BYTES`] into a zeroed buffer, hashing each piece.
+fn read_elems_reference<T: bytemuck::Pod>(
+    file: &File,
+    elems: usize,
+    offset: u64,
+    h: &mut Xxh3,
+) -> Result<Vec<T>, ReadFailure> {
+    let mut out = vec![T::zeroed(); elems];
     let mut pos = 0u64;
-    for piece in bytemuck::cast_slice_mut::<f32, u8>(&mut out).chunks_mut(READ_PIECE_BYTES) {
+    for piece in bytemuck::cast_slice_mut::<T, u8>(&mut out).chunks_mut(READ_PIECE_BYTES) {
         pread_exact(file, piece, offset + pos).map_err(read_err)?;
         h.write(piece);
         pos += piece.len() as u64;
@@ -421,17 +469,17 @@ fn read_f32s_reference(
 /// Fast path: `pread` straight into the vector's uninitialised capacity (no zeroing pass),
 /// hashing each piece while it is cache-hot.
 #[cfg(unix)]
-fn read_f32s(
+fn read_elems_fast<T: bytemuck::Pod>(
     file: &File,
     elems: usize,
     offset: u64,
     h: &mut Xxh3,
-) -> Result<Vec<f32>, ReadFailure> {
+) -> Result<Vec<T>, ReadFailure> {
     use std::os::unix::io::AsRawFd;
     let total = elems
-        .checked_mul(4)
+        .checked_mul(std::mem::size_of::<T>())
         .ok_or(CorruptReason::InvalidHeader("shape overflows"))?;
-    let mut out: Vec<f32> = Vec::with_capacity(elems);
+    let mut out: Vec<T> = Vec::with_capacity(elems);
     let base = out.as_mut_ptr().cast::<u8>();
     let mut done = 0usize;
     while done < total {
@@ -458,19 +506,10 @@ fn read_f32s(
         h.write(unsafe { std::slice::from_raw_parts(base.add(done), n) });
         done += n;
     }
-    // SAFETY: all `total` bytes were initialised above, and every bit pattern is a valid f32.
+    // SAFETY: all `total` bytes were initialised above, and every bit pattern is a valid `T`
+    // (`Pod`).
     unsafe { out.set_len(elems) };
     Ok(out)
-}
-
-#[cfg(not(unix))]
-fn read_f32s(
-    file: &File,
-    elems: usize,
-    offset: u64,
-    h: &mut Xxh3,
-) -> Result<Vec<f32>, ReadFailure> {
-    read_f32s_reference(file, elems, offset, h)
 }
 
 /// Reads and validates the header of an open file of length `actual_len`.
@@ -612,17 +651,8 @@ mod tests {
         // Layers read out of order equal the stored ones.
         for l in [3, 0, 2] {
             assert_eq!(
-                r.read_layer(l)
-                    .unwrap()
-                    .k
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect::<Vec<_>>(),
-                data.layers[l]
-                    .k
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect::<Vec<_>>()
+                r.read_layer(l).unwrap().k.as_bytes(),
+                data.layers[l].k.as_bytes()
             );
         }
         assert_eq!(r.header().layers[0].offset, DATA_ALIGN);
@@ -636,13 +666,46 @@ mod tests {
             let (path, id, data) = write_sample(dir.path(), 2, tokens);
             let r = ChunkReader::open(&path, &id, &FP).unwrap();
             for l in 0..2 {
-                let bits = |x: &LayerKv| {
-                    let b = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                    (b(&x.k), b(&x.v))
-                };
+                let bits = |x: &LayerKv| (x.k.as_bytes().to_vec(), x.v.as_bytes().to_vec());
                 let fast = r.read_layer(l).unwrap();
                 assert_eq!(bits(&fast), bits(&r.read_layer_reference(l).unwrap()));
                 assert_eq!(bits(&fast), bits(&data.layers[l]));
+            }
+        }
+    }
+
+    /// f16 and bf16 chunks: same layout at half the layer bytes, fast and reference reads
+    /// agree bit for bit, a Redis-style layer value decodes to the same elements.
+    #[test]
+    fn sixteen_bit_chunks_round_trip_at_half_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f32_chunk = sample_chunk(FP, 5, 3, 700);
+        let f32_len = f32_chunk.meta.layer_bytes().unwrap();
+        for dtype in [KvDtype::F16, KvDtype::BF16] {
+            let mut data = f32_chunk.clone();
+            data.meta.dtype = dtype;
+            for l in &mut data.layers {
+                *l = std::sync::Arc::new(LayerKv {
+                    k: KvVec::from_f32(dtype, &l.k.to_f32_vec()),
+                    v: KvVec::from_f32(dtype, &l.v.to_f32_vec()),
+                });
+            }
+            data.validate(&FP).unwrap();
+            let id = ChunkId([dtype.code() as u8 + 40; 32]);
+            let path = dir.path().join(format!("{dtype}.a3kv"));
+            write_chunk(&File::create(&path).unwrap(), &id, &data).unwrap();
+            let r = ChunkReader::open(&path, &id, &FP).unwrap();
+            assert_eq!(r.header().meta.dtype, dtype);
+            assert_eq!(r.header().layers[1].len * 2, f32_len);
+            assert!(bit_equal(&crate::load::read_all(&r, 2).unwrap(), &data));
+            for l in 0..3 {
+                let fast = r.read_layer(l).unwrap();
+                let slow = r.read_layer_reference(l).unwrap();
+                assert_eq!(fast.k.as_bytes(), slow.k.as_bytes());
+                assert_eq!(fast.v.as_bytes(), slow.v.as_bytes());
+                let value = parse_layer_value(&layer_value(&fast), r.header(), l).unwrap();
+                assert_eq!(value.k.as_bytes(), data.layers[l].k.as_bytes());
+                assert_eq!(value.v.dtype(), dtype);
             }
         }
     }

@@ -21,7 +21,7 @@ use proptest::test_runner::TestCaseError;
 use twox_hash::XxHash3_64 as Xxh3;
 
 use crate::data::tests::bit_equal;
-use crate::data::{ChunkKvData, KvDtype, KvMeta, LayerKv};
+use crate::data::{ChunkKvData, KvDtype, KvMeta, KvVec, LayerKv};
 use crate::format::{layer_checksum, write_chunk, ChunkReader, LayerEntry, ReadFailure};
 use crate::load::read_all;
 use a3kv_fusion::ChunkId;
@@ -45,27 +45,44 @@ fn config(default_cases: u32) -> ProptestConfig {
 
 /// A chunk of a small random shape with random bit patterns (NaNs, infinities, subnormals).
 fn chunk() -> impl Strategy<Value = ChunkKvData> {
-    (0u32..5, 1u32..4, 1u32..9, 0u32..13).prop_flat_map(|(layers, heads, dim, tokens)| {
-        let elems = (heads * dim * tokens) as usize;
-        let tensor = prop::collection::vec(any::<u32>().prop_map(f32::from_bits), elems);
-        let layer = (tensor.clone(), tensor).prop_map(|(k, v)| Arc::new(LayerKv { k, v }));
-        (
-            prop::collection::vec(layer, layers as usize),
-            prop::collection::vec(any::<u32>(), tokens as usize),
-        )
-            .prop_map(move |(layers_kv, token_ids)| ChunkKvData {
-                meta: KvMeta {
-                    fingerprint: FP,
-                    dtype: KvDtype::F32,
-                    n_layers: layers,
-                    n_kv_heads: heads,
-                    head_dim: dim,
-                    n_tokens: tokens,
-                    token_ids,
-                },
-                layers: layers_kv,
-            })
-    })
+    (0u32..5, 1u32..4, 1u32..9, 0u32..13, 0u32..3).prop_flat_map(
+        |(layers, heads, dim, tokens, code)| {
+            let elems = (heads * dim * tokens) as usize;
+            // Every element type, random bit patterns of each.
+            let dtype = [KvDtype::F32, KvDtype::F16, KvDtype::BF16][code as usize];
+            let tensor =
+                prop::collection::vec(any::<u32>(), elems).prop_map(move |bits| match dtype {
+                    KvDtype::F16 => KvVec::F16(
+                        bits.iter()
+                            .map(|&b| half::f16::from_bits(b as u16))
+                            .collect(),
+                    ),
+                    KvDtype::BF16 => KvVec::BF16(
+                        bits.iter()
+                            .map(|&b| half::bf16::from_bits(b as u16))
+                            .collect(),
+                    ),
+                    _ => KvVec::F32(bits.iter().map(|&b| f32::from_bits(b)).collect()),
+                });
+            let layer = (tensor.clone(), tensor).prop_map(|(k, v)| Arc::new(LayerKv { k, v }));
+            (
+                prop::collection::vec(layer, layers as usize),
+                prop::collection::vec(any::<u32>(), tokens as usize),
+            )
+                .prop_map(move |(layers_kv, token_ids)| ChunkKvData {
+                    meta: KvMeta {
+                        fingerprint: FP,
+                        dtype,
+                        n_layers: layers,
+                        n_kv_heads: heads,
+                        head_dim: dim,
+                        n_tokens: tokens,
+                        token_ids,
+                    },
+                    layers: layers_kv,
+                })
+        },
+    )
 }
 
 /// How a valid file is damaged.
@@ -170,9 +187,8 @@ fn corrupt<T: std::fmt::Debug>(r: Result<T, ReadFailure>, what: &str) -> Result<
     }
 }
 
-fn bits(l: &LayerKv) -> (Vec<u32>, Vec<u32>) {
-    let b = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    (b(&l.k), b(&l.v))
+fn bits(l: &LayerKv) -> (Vec<u8>, Vec<u8>) {
+    (l.k.as_bytes().to_vec(), l.v.as_bytes().to_vec())
 }
 
 /// Reads `bad` (a damaged copy of `good`, the file of `data`) every way and checks the oracle.

@@ -28,11 +28,11 @@
 //! // One layer, H_kv = 1, n = 2 tokens, d = 2: K and V are [1, 2, 2].
 //! let meta = KvMeta { fingerprint, dtype: KvDtype::F32, n_layers: 1, n_kv_heads: 1,
 //!                     head_dim: 2, n_tokens: 2, token_ids: vec![10, 11] };
-//! let layer = Arc::new(LayerKv { k: vec![1.0, 2.0, 3.0, 4.0], v: vec![5.0, 6.0, 7.0, 8.0] });
+//! let layer = Arc::new(LayerKv { k: vec![1.0, 2.0, 3.0, 4.0].into(), v: vec![5.0, 6.0, 7.0, 8.0].into() });
 //! let id = ChunkId::new([1u8; 32]);
 //! store.put(id, ChunkKvData { meta, layers: vec![layer] }, false).await?;
 //! let (data, tier) = store.get(&id).await?.expect("just stored");
-//! assert_eq!((data.layers[0].v[3], tier), (8.0, Tier::Memory));
+//! assert_eq!((data.layers[0].v.to_f32_vec()[3], tier), (8.0, Tier::Memory));
 //! # Ok::<(), a3kv_store::StoreError>(())
 //! # }).unwrap();
 //! ```
@@ -59,7 +59,7 @@ mod tier;
 /// The id the store is keyed by: fusion's content address, re-exported for the store's users.
 pub use a3kv_fusion::ChunkId;
 pub use config::{DiskConfig, RemoteConfig, StoreConfig};
-pub use data::{ChunkKvData, KvDtype, KvMeta, LayerKv};
+pub use data::{ChunkKvData, KvDtype, KvMeta, KvVec, LayerKv};
 pub use error::{CorruptReason, StoreError};
 pub use pin::PinGuard;
 pub use recovery::RecoveryReport;

@@ -134,10 +134,7 @@ async fn stream_layers_in_order_from_each_tier() {
         for (l, item) in items.into_iter().enumerate() {
             let (idx, layer) = item.unwrap();
             assert_eq!(idx, l);
-            let one = |x: &LayerKv| {
-                let b = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                (b(&x.k), b(&x.v))
-            };
+            let one = |x: &LayerKv| (x.k.as_bytes().to_vec(), x.v.as_bytes().to_vec());
             assert_eq!(one(&layer), one(&data.layers[l]));
         }
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use a3kv_store::{
-    ChunkId, ChunkKvData, ChunkStore, DiskConfig, KvDtype, KvMeta, LayerKv, StoreConfig,
+    ChunkId, ChunkKvData, ChunkStore, DiskConfig, KvDtype, KvMeta, KvVec, LayerKv, StoreConfig,
     StoreError, Tier,
 };
 use proptest::prelude::*;
@@ -52,27 +52,44 @@ fn store_config(dir: &Path) -> StoreConfig {
 }
 
 fn chunk() -> impl Strategy<Value = ChunkKvData> {
-    (0u32..5, 1u32..4, 1u32..9, 0u32..13).prop_flat_map(|(layers, heads, dim, tokens)| {
-        let elems = (heads * dim * tokens) as usize;
-        let tensor = prop::collection::vec(any::<u32>().prop_map(f32::from_bits), elems);
-        let layer = (tensor.clone(), tensor).prop_map(|(k, v)| Arc::new(LayerKv { k, v }));
-        (
-            prop::collection::vec(layer, layers as usize),
-            prop::collection::vec(any::<u32>(), tokens as usize),
-        )
-            .prop_map(move |(layers_kv, token_ids)| ChunkKvData {
-                meta: KvMeta {
-                    fingerprint: FP,
-                    dtype: KvDtype::F32,
-                    n_layers: layers,
-                    n_kv_heads: heads,
-                    head_dim: dim,
-                    n_tokens: tokens,
-                    token_ids,
-                },
-                layers: layers_kv,
-            })
-    })
+    (0u32..5, 1u32..4, 1u32..9, 0u32..13, 0u32..3).prop_flat_map(
+        |(layers, heads, dim, tokens, code)| {
+            let elems = (heads * dim * tokens) as usize;
+            // Every element type, random bit patterns of each.
+            let dtype = [KvDtype::F32, KvDtype::F16, KvDtype::BF16][code as usize];
+            let tensor =
+                prop::collection::vec(any::<u32>(), elems).prop_map(move |bits| match dtype {
+                    KvDtype::F16 => KvVec::F16(
+                        bits.iter()
+                            .map(|&b| half::f16::from_bits(b as u16))
+                            .collect(),
+                    ),
+                    KvDtype::BF16 => KvVec::BF16(
+                        bits.iter()
+                            .map(|&b| half::bf16::from_bits(b as u16))
+                            .collect(),
+                    ),
+                    _ => KvVec::F32(bits.iter().map(|&b| f32::from_bits(b)).collect()),
+                });
+            let layer = (tensor.clone(), tensor).prop_map(|(k, v)| Arc::new(LayerKv { k, v }));
+            (
+                prop::collection::vec(layer, layers as usize),
+                prop::collection::vec(any::<u32>(), tokens as usize),
+            )
+                .prop_map(move |(layers_kv, token_ids)| ChunkKvData {
+                    meta: KvMeta {
+                        fingerprint: FP,
+                        dtype,
+                        n_layers: layers,
+                        n_kv_heads: heads,
+                        head_dim: dim,
+                        n_tokens: tokens,
+                        token_ids,
+                    },
+                    layers: layers_kv,
+                })
+        },
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -148,9 +165,8 @@ fn touched(good: &[u8], bad: &[u8], layer_bytes: usize) -> Touched {
     }
 }
 
-fn bits(l: &LayerKv) -> (Vec<u32>, Vec<u32>) {
-    let b = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    (b(&l.k), b(&l.v))
+fn bits(l: &LayerKv) -> (Vec<u8>, Vec<u8>) {
+    (l.k.as_bytes().to_vec(), l.v.as_bytes().to_vec())
 }
 
 fn same(a: &ChunkKvData, b: &ChunkKvData) -> bool {

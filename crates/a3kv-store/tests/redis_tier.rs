@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use a3kv_store::{
-    ChunkId, ChunkKvData, ChunkStore, DiskConfig, KvDtype, KvMeta, LayerKv, RemoteConfig, Source,
-    StoreConfig, Tier,
+    ChunkId, ChunkKvData, ChunkStore, DiskConfig, KvDtype, KvMeta, KvVec, LayerKv, RemoteConfig,
+    Source, StoreConfig, Tier,
 };
 
 #[path = "support/redis.rs"]
@@ -73,7 +73,7 @@ fn chunk(seed: u32) -> ChunkKvData {
 }
 
 fn bit_equal(a: &ChunkKvData, b: &ChunkKvData) -> bool {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let bits = |v: &KvVec| v.as_bytes().to_vec();
     a.meta == b.meta
         && a.layers.len() == b.layers.len()
         && a.layers
@@ -404,11 +404,11 @@ async fn ttl_and_value_cap_apply() {
     big.meta.n_tokens = 16;
     big.meta.token_ids = (0..16).collect();
     for l in &mut big.layers {
-        let mut k = l.k.clone();
-        k.extend_from_slice(&l.k);
-        let mut v = l.v.clone();
-        v.extend_from_slice(&l.v);
-        *l = Arc::new(LayerKv { k, v });
+        let twice = |x: &KvVec| [x.to_f32_vec(), x.to_f32_vec()].concat().into();
+        *l = Arc::new(LayerKv {
+            k: twice(&l.k),
+            v: twice(&l.v),
+        });
     }
     let put = capped.put(ChunkId::new([3; 32]), big, false).await.unwrap();
     assert!(put.memory && !put.remote, "{put:?}");

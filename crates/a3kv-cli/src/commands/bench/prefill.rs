@@ -25,9 +25,12 @@ pub struct PrefillArgs {
     /// Runs per length (median reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Skip the candle-transformers reference.
+    /// Skip the candle-transformers reference (whose own weights also count in the peak RSS).
     #[arg(long)]
     pub no_reference: bool,
+    /// Element type of the prefill's KV cache (key `engine.kv_dtype`): f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub kv_dtype: a3kv_store::KvDtype,
     /// Write the results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -49,7 +52,10 @@ fn matmul_gflops() -> anyhow::Result<f64> {
 
 /// Runs `a3kv bench prefill`.
 pub fn run(a: PrefillArgs) -> anyhow::Result<()> {
-    let lm = crate::common::load(a.model.clone())?;
+    let mut lm = crate::common::load(a.model.clone())?;
+    lm.model = lm
+        .model
+        .with_kv_dtype(a3kv_sched::kv_candle_dtype(a.kv_dtype))?;
     let cfg = lm.model.config().clone();
     let rate = matmul_gflops()?;
     println!("machine f32 matmul (1024x2048x2048): {rate:.1} GFLOP/s");
@@ -125,7 +131,8 @@ pub fn run(a: PrefillArgs) -> anyhow::Result<()> {
     if let Some(p) = a.out {
         std::fs::write(
             &p,
-            serde_json::to_string_pretty(&json!({"prefill": rows, "peak_rss_bytes": rss}))?,
+            serde_json::to_string_pretty(&json!({"prefill": rows, "peak_rss_bytes": rss,
+                "kv_dtype": a.kv_dtype.as_str()}))?,
         )?;
     }
     Ok(())

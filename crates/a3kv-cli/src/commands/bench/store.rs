@@ -158,7 +158,12 @@ fn synthetic_chunk(cfg: &BenchConfig, fingerprint: [u8; 32]) -> ChunkKvData {
     let elems = (cfg.n_kv_heads as usize) * (cfg.n_tokens as usize) * (cfg.head_dim as usize);
     let layers = (0..cfg.n_layers)
         .map(|l| {
-            let gen = |s: f32| (0..elems).map(|i| (i as f32 * 0.001 + s).sin()).collect();
+            let gen = |s: f32| {
+                (0..elems)
+                    .map(|i| (i as f32 * 0.001 + s).sin())
+                    .collect::<Vec<f32>>()
+                    .into()
+            };
             Arc::new(LayerKv {
                 k: gen(l as f32),
                 v: gen(-(l as f32)),

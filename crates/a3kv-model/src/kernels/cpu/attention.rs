@@ -5,27 +5,30 @@
 //! thousand multiply-adds). This kernel walks the cache in place: per query row and head,
 //! scores against the visible keys (`key_pos <= query_pos`), a max-subtracted softmax, and
 //! the weighted sum of values — the same math as
-//! [`crate::attention::causal_attention_reference`], its twin in the tests.
+//! [`crate::attention::causal_attention_reference`], its twin in the tests. The cache may
+//! be stored in f32, f16 or bf16 ([`KvElem`]); values are widened to f32 as they are read.
 
 use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
+use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::kv_elem::KvElem;
 use crate::Result;
 
 /// Below this many multiply-adds the kernel runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
-/// A `[heads, rows, d]` f32 CPU tensor seen as rows of `d` values: `row(h, i)`.
-struct Rows<'a> {
-    data: &'a [f32],
+/// A `[heads, rows, d]` CPU tensor seen as rows of `d` values: `row(h, i)`.
+struct Rows<'a, T> {
+    data: &'a [T],
     start: usize,
     head_stride: usize,
     d: usize,
 }
 
-impl<'a> Rows<'a> {
+impl<'a, T> Rows<'a, T> {
     /// A row-contiguous view (`stride[2] == 1`, `stride[1] == d`) of `data`.
-    fn of(data: &'a [f32], l: &Layout) -> Self {
+    fn of(data: &'a [T], l: &Layout) -> Self {
         Rows {
             data,
             start: l.start_offset(),
@@ -35,7 +38,7 @@ impl<'a> Rows<'a> {
     }
 
     #[inline(always)]
-    fn row(&self, h: usize, i: usize) -> &[f32] {
+    fn row(&self, h: usize, i: usize) -> &[T] {
         &self.data[self.start + h * self.head_stride + i * self.d..][..self.d]
     }
 }
@@ -57,17 +60,51 @@ fn walkable_copy(t: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// Runs `f` on the f32 CPU data of `t` `[heads, rows, d]` when each row is contiguous and
-/// rows follow each other (a cache view); `None` for other layouts, dtypes or devices.
-fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
-    let (storage, layout): (_, &Layout) = t.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-        return None;
-    };
-    if !walkable(layout) {
+/// Keys and values of one cache as rows, in their stored element type.
+enum KvRows<'a> {
+    F32(Rows<'a, f32>, Rows<'a, f32>),
+    F16(Rows<'a, f16>, Rows<'a, f16>),
+    BF16(Rows<'a, bf16>, Rows<'a, bf16>),
+}
+
+/// The CPU data of `k`, `v` `[heads, rows, d]` as rows when both are stored in the same
+/// element type and walkable (a cache view); `None` for other layouts, dtypes or devices.
+fn kv_rows<'a>(k: (&'a Storage, &Layout), v: (&'a Storage, &Layout)) -> Option<KvRows<'a>> {
+    if !walkable(k.1) || !walkable(v.1) {
         return None;
     }
-    Some(f(Rows::of(data, layout)))
+    Some(match (k.0, v.0) {
+        (Storage::Cpu(CpuStorage::F32(kd)), Storage::Cpu(CpuStorage::F32(vd))) => {
+            KvRows::F32(Rows::of(kd, k.1), Rows::of(vd, v.1))
+        }
+        (Storage::Cpu(CpuStorage::F16(kd)), Storage::Cpu(CpuStorage::F16(vd))) => {
+            KvRows::F16(Rows::of(kd, k.1), Rows::of(vd, v.1))
+        }
+        (Storage::Cpu(CpuStorage::BF16(kd)), Storage::Cpu(CpuStorage::BF16(vd))) => {
+            KvRows::BF16(Rows::of(kd, k.1), Rows::of(vd, v.1))
+        }
+        _ => return None,
+    })
+}
+
+impl KvRows<'_> {
+    /// [`attend_group`] on whichever element type the cache holds.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_group(
+        &self,
+        q: &[f32],
+        g: usize,
+        kvh: usize,
+        vis: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        match self {
+            KvRows::F32(k, v) => attend_group(q, g, k, v, kvh, vis, scale, out),
+            KvRows::F16(k, v) => attend_group(q, g, k, v, kvh, vis, scale, out),
+            KvRows::BF16(k, v) => attend_group(q, g, k, v, kvh, vis, scale, out),
+        }
+    }
 }
 
 // Plain index loops, no closures and no `mul_add`: everything inlines into the
@@ -75,7 +112,7 @@ fn with_rows<R>(t: &Tensor, f: impl FnOnce(Rows<'_>) -> R) -> Option<R> {
 // would compile for baseline x86-64, `mul_add` as a libm call).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // indexed loops are the shape that vectorises (above)
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot<T: KvElem>(a: &[f32], b: &[T]) -> f32 {
     let b = &b[..a.len()];
     // 16 independent lanes: the loop vectorises without reassociating one running sum.
     let mut acc = [0f32; 16];
@@ -83,7 +120,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     for c in 0..chunks {
         let (x, y) = (&a[c * 16..][..16], &b[c * 16..][..16]);
         for l in 0..16 {
-            acc[l] += x[l] * y[l];
+            acc[l] += x[l] * y[l].to_f32();
         }
     }
     let mut sum = 0f32;
@@ -91,7 +128,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         sum += acc[l];
     }
     for j in chunks * 16..a.len() {
-        sum += a[j] * b[j];
+        sum += a[j] * b[j].to_f32();
     }
     sum
 }
@@ -101,11 +138,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[inline(always)]
 // Indexed loops are the shape that vectorises (above).
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-fn attend(
+fn attend<T: KvElem>(
     scores: &mut [f32],
     q: &[f32],
-    k: &Rows,
-    v: &Rows,
+    k: &Rows<T>,
+    v: &Rows<T>,
     kvh: usize,
     visible: usize,
     scale: f32,
@@ -128,7 +165,7 @@ fn attend(
         let (p, row) = (scores[j], v.row(kvh, j));
         let row = &row[..out.len()];
         for l in 0..out.len() {
-            out[l] += p * row[l];
+            out[l] += p * row[l].to_f32();
         }
     }
     let inv = 1.0 / sum;
@@ -140,11 +177,11 @@ fn attend(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(
+unsafe fn attend_avx2<T: KvElem>(
     scores: &mut [f32],
     q: &[f32],
-    k: &Rows,
-    v: &Rows,
+    k: &Rows<T>,
+    v: &Rows<T>,
     kvh: usize,
     visible: usize,
     scale: f32,
@@ -153,10 +190,10 @@ unsafe fn attend_avx2(
     attend(scores, q, k, v, kvh, visible, scale, out)
 }
 
-fn attend_best(
+fn attend_best<T: KvElem>(
     q: &[f32],
-    k: &Rows,
-    v: &Rows,
+    k: &Rows<T>,
+    v: &Rows<T>,
     kvh: usize,
     visible: usize,
     scale: f32,
@@ -184,11 +221,11 @@ fn attend_best(
 /// on AVX-512 the heads go together (each key row loaded once for all of them, four keys'
 /// dot products reduced at once); otherwise one head at a time.
 #[allow(clippy::too_many_arguments)]
-fn attend_group(
+fn attend_group<T: KvElem>(
     q: &[f32],
     g: usize,
-    k: &Rows,
-    v: &Rows,
+    k: &Rows<T>,
+    v: &Rows<T>,
     kvh: usize,
     visible: usize,
     scale: f32,
@@ -208,9 +245,9 @@ fn attend_group(
             // SAFETY: AVX-512 F/BW/VL present; d = 64 and g <= 3 as the kernel needs.
             unsafe {
                 match g {
-                    1 => attend_group_avx512::<1>(scores, q, k, v, kvh, visible, scale, out),
-                    2 => attend_group_avx512::<2>(scores, q, k, v, kvh, visible, scale, out),
-                    _ => attend_group_avx512::<3>(scores, q, k, v, kvh, visible, scale, out),
+                    1 => attend_group_avx512::<T, 1>(scores, q, k, v, kvh, visible, scale, out),
+                    2 => attend_group_avx512::<T, 2>(scores, q, k, v, kvh, visible, scale, out),
+                    _ => attend_group_avx512::<T, 3>(scores, q, k, v, kvh, visible, scale, out),
                 }
             }
         });
@@ -224,11 +261,11 @@ fn attend_group(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn attend_group_avx512<const G: usize>(
+unsafe fn attend_group_avx512<T: KvElem, const G: usize>(
     scores: &mut [f32],
     q: &[f32],
-    k: &Rows,
-    v: &Rows,
+    k: &Rows<T>,
+    v: &Rows<T>,
     kvh: usize,
     visible: usize,
     scale: f32,
@@ -250,10 +287,10 @@ unsafe fn attend_group_avx512<const G: usize>(
         for kk in 0..4 {
             let kr = k.row(kvh, j + kk).as_ptr();
             let kv = [
-                _mm512_loadu_ps(kr),
-                _mm512_loadu_ps(kr.add(16)),
-                _mm512_loadu_ps(kr.add(32)),
-                _mm512_loadu_ps(kr.add(48)),
+                T::load16(kr),
+                T::load16(kr.add(16)),
+                T::load16(kr.add(32)),
+                T::load16(kr.add(48)),
             ];
             for t in 0..G {
                 let mut a = _mm512_mul_ps(qv[t][0], kv[0]);
@@ -271,9 +308,9 @@ unsafe fn attend_group_avx512<const G: usize>(
     while j < visible {
         let kr = k.row(kvh, j).as_ptr();
         for t in 0..G {
-            let mut a = _mm512_mul_ps(qv[t][0], _mm512_loadu_ps(kr));
+            let mut a = _mm512_mul_ps(qv[t][0], T::load16(kr));
             for c in 1..4 {
-                a = _mm512_fmadd_ps(qv[t][c], _mm512_loadu_ps(kr.add(16 * c)), a);
+                a = _mm512_fmadd_ps(qv[t][c], T::load16(kr.add(16 * c)), a);
             }
             scores[t * visible + j] = _mm512_reduce_add_ps(a) * scale;
         }
@@ -299,10 +336,10 @@ unsafe fn attend_group_avx512<const G: usize>(
     for j in 0..visible {
         let vr = v.row(kvh, j).as_ptr();
         let vv = [
-            _mm512_loadu_ps(vr),
-            _mm512_loadu_ps(vr.add(16)),
-            _mm512_loadu_ps(vr.add(32)),
-            _mm512_loadu_ps(vr.add(48)),
+            T::load16(vr),
+            T::load16(vr.add(16)),
+            T::load16(vr.add(32)),
+            T::load16(vr.add(48)),
         ];
         for t in 0..G {
             let p = _mm512_set1_ps(scores[t * visible + j]);
@@ -325,7 +362,8 @@ unsafe fn attend_group_avx512<const G: usize>(
 /// Attention of query rows `q` `[H, n, d]` (RoPE applied) over `k`/`v` `[H_kv, m, d]`,
 /// row `i` seeing key `j` iff `k_pos[j] <= q_pos[i]`: `[n, H·d]`. The caller checked the
 /// shapes and that every query sees a key (as [`crate::attention::causal_attention`] does).
-/// `None` when the tensors are not f32 on the CPU (the caller takes the general path).
+/// `None` when `q` is not f32 on the CPU or K and V are not both f32, f16 or bf16 there (the
+/// caller takes the general path).
 pub fn few_rows_attention(
     q: &Tensor,
     q_pos: &[u32],
@@ -349,30 +387,27 @@ pub fn few_rows_attention(
     let macs = 2 * h * d * visible.iter().sum::<usize>();
     // The kernel walks row-contiguous views (cache buffers are); copy anything else.
     let (k, v) = (walkable_copy(k)?, walkable_copy(v)?);
-    let mut out = vec![0f32; n * h * d];
-    let done = with_rows(&k, |kr| {
-        with_rows(&v, |vr| {
-            // Output row `i`, KV head `kh`'s `g` query heads are chunk `i·H_kv + kh` of
-            // `out` (`g·d` values); their query rows are gathered head-major.
-            let one = |(c, o): (usize, &mut [f32])| {
-                let (i, kh) = (c / hkv, c % hkv);
-                let mut qg = Vec::with_capacity(g * d);
-                for t in 0..g {
-                    qg.extend_from_slice(&qv[((kh * g + t) * n + i) * d..][..d]);
-                }
-                attend_group(&qg, g, &kr, &vr, kh, visible[i], scale, o);
-            };
-            if macs >= PARALLEL_MIN_MACS {
-                out.par_chunks_mut(g * d).enumerate().for_each(one);
-            } else {
-                out.chunks_mut(g * d).enumerate().for_each(one);
-            }
-        })
-    })
-    .flatten();
-    if done.is_none() {
-        // Not f32 on the CPU: the general path takes it.
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let Some(rows) = kv_rows((&ks, kl), (&vs, vl)) else {
+        // Not on the CPU, or K and V in different types: the general path takes it.
         return Ok(None);
+    };
+    let mut out = vec![0f32; n * h * d];
+    // Output row `i`, KV head `kh`'s `g` query heads are chunk `i·H_kv + kh` of `out`
+    // (`g·d` values); their query rows are gathered head-major.
+    let one = |(c, o): (usize, &mut [f32])| {
+        let (i, kh) = (c / hkv, c % hkv);
+        let mut qg = Vec::with_capacity(g * d);
+        for t in 0..g {
+            qg.extend_from_slice(&qv[((kh * g + t) * n + i) * d..][..d]);
+        }
+        rows.attend_group(&qg, g, kh, visible[i], scale, o);
+    };
+    if macs >= PARALLEL_MIN_MACS {
+        out.par_chunks_mut(g * d).enumerate().for_each(one);
+    } else {
+        out.chunks_mut(g * d).enumerate().for_each(one);
     }
     Ok(Some(Tensor::from_vec(out, (n, h * d), q.device())?))
 }
@@ -381,7 +416,7 @@ pub fn few_rows_attention(
 /// at `q_pos[b]`) attends over its own sequence's `kv[b]` = (`k`, `v`) `[H_kv, m_b, d]` with
 /// key positions `k_pos[b]` (non-decreasing), causal by position. Returns `[B, H·d]`; the
 /// (sequence, head) pairs run in parallel. Errors on inconsistent shapes or a query that
-/// sees no key; `None` when the tensors are not f32 on the CPU.
+/// sees no key; `None` when `q` is not f32 on the CPU or a cache is not f32, f16 or bf16.
 pub fn batched_decode_attention(
     q: &Tensor,
     q_pos: &[u32],
@@ -440,14 +475,10 @@ pub fn batched_decode_attention(
         .collect();
     let mut rows = Vec::with_capacity(bsz);
     for ((ks, kl), (vs, vl)) in &guards {
-        if !walkable(kl) || !walkable(vl) {
-            return Ok(None);
-        }
-        let (Storage::Cpu(CpuStorage::F32(kd)), Storage::Cpu(CpuStorage::F32(vd))) = (&**ks, &**vs)
-        else {
+        let Some(r) = kv_rows((ks, kl), (vs, vl)) else {
             return Ok(None);
         };
-        rows.push((Rows::of(kd, kl), Rows::of(vd, vl)));
+        rows.push(r);
     }
     let scale = 1.0 / (d as f32).sqrt();
     let macs = 2 * h * d * visible.iter().sum::<usize>();
@@ -461,8 +492,7 @@ pub fn batched_decode_attention(
         for t in 0..g {
             qg.extend_from_slice(&qv[((kh * g + t) * bsz + b) * d..][..d]);
         }
-        let (kr, vr) = &rows[b];
-        attend_group(&qg, g, kr, vr, kh, visible[b], scale, o);
+        rows[b].attend_group(&qg, g, kh, visible[b], scale, o);
     };
     if macs >= PARALLEL_MIN_MACS || bsz > 1 {
         out.par_chunks_mut(g * d).enumerate().for_each(one);
@@ -560,5 +590,57 @@ mod tests {
         }
         // A query before its first key is an error.
         assert!(batched_decode_attention(&q, &[0, 0, 0], &kv, &refs).is_err());
+    }
+
+    /// Caches stored in 16 bits: the kernel widens them as it reads; the twin gets the same
+    /// rounded values in f32.
+    #[test]
+    fn sixteen_bit_caches_match_the_reference_on_their_values() {
+        let dev = Device::Cpu;
+        for (h, hkv, d) in [(9usize, 3usize, 64usize), (4, 2, 32)] {
+            let m = 300;
+            let k_pos: Vec<u32> = (0..m as u32).collect();
+            let q_pos = vec![299u32, 5];
+            let q = Tensor::randn(0f32, 1.0, (h, 2, d), &dev).unwrap();
+            let kb = Tensor::randn(0f32, 1.0, (hkv, m + 7, d), &dev).unwrap();
+            let vb = Tensor::randn(0f32, 1.0, (hkv, m + 7, d), &dev).unwrap();
+            for dt in [DType::F16, DType::BF16] {
+                let k = kb.to_dtype(dt).unwrap().narrow(1, 0, m).unwrap();
+                let v = vb.to_dtype(dt).unwrap().narrow(1, 0, m).unwrap();
+                let (k32, v32) = (
+                    k.to_dtype(DType::F32).unwrap(),
+                    v.to_dtype(DType::F32).unwrap(),
+                );
+                let want = causal_attention_reference(&q, &q_pos, &k32, &v32, &k_pos).unwrap();
+                let got = few_rows_attention(&q, &q_pos, &k, &v, &k_pos)
+                    .unwrap()
+                    .unwrap();
+                let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(diff.to_scalar::<f32>().unwrap() < 1e-4, "{dt:?} d={d}");
+                // One row per sequence through the batched kernel.
+                let kv = vec![(k.clone(), v.clone()); 2];
+                let refs = [k_pos.as_slice(), k_pos.as_slice()];
+                let qb = q.contiguous().unwrap();
+                let got = batched_decode_attention(&qb, &q_pos, &kv, &refs)
+                    .unwrap()
+                    .unwrap();
+                let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(
+                    diff.to_scalar::<f32>().unwrap() < 1e-4,
+                    "batched {dt:?} d={d}"
+                );
+            }
+            // K and V in different types: not this kernel's case.
+            let k = kb.to_dtype(DType::F16).unwrap();
+            assert!(few_rows_attention(
+                &q,
+                &[0, 0],
+                &k,
+                &vb,
+                &(0..m as u32 + 7).collect::<Vec<_>>()
+            )
+            .unwrap()
+            .is_none());
+        }
     }
 }

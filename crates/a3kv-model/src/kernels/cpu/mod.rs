@@ -14,6 +14,7 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod flash;
+pub mod kv_elem;
 pub mod reference;
 
 /// Runs `f` on a worker of the rayon pool (inline when already on one). A decode step is
