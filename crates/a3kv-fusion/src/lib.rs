@@ -23,7 +23,7 @@ pub use chunk_id::ChunkId;
 pub use decode::{generate, FinishReason, Generation};
 pub use error::{FusionError, Result};
 pub use fuse::{full_prefill, fused_prefill, CachedLayers, FusedPrefill, FusionRun, PromptCache};
-pub use prompt::{split_ids, RagParts, RagPrompt, Segment, SegmentKind};
+pub use prompt::{split_ids, RagDocument, RagParts, RagPrompt, Segment, SegmentKind};
 pub use report::FusionReport;
 pub use select::{Method, ScoreInput, Selector, REGISTRY};
 pub use selection::{

@@ -110,7 +110,19 @@ pub fn split_ids(ids: &[u32], max_tokens: usize) -> Vec<Vec<u32>> {
     ids.chunks(max_tokens.max(1)).map(<[u32]>::to_vec).collect()
 }
 
-/// Tokenised RAG request parts built with the model's chat template.
+/// One document of a RAG request, as [`RagParts::assemble`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub enum RagDocument<'a> {
+    /// Text: tokenised alone and cut into chunks ([`RagParts::document_chunks`]).
+    Text(&'a str),
+    /// Chunks tokenised earlier by [`RagParts::document_chunks`] (a stored document), used as
+    /// they are.
+    Chunks(&'a [Vec<u32>]),
+}
+
+/// Tokenised RAG request parts built with the model's chat template: the one prompt assembly
+/// of every caller (the engine, the CLI, the tests' reference path), so a chunk cached by one
+/// is found by all.
 #[derive(Debug, Clone)]
 pub struct RagParts {
     /// Prefix ids (system + instruction).
@@ -119,11 +131,16 @@ pub struct RagParts {
     pub chunks: Vec<Vec<u32>>,
     /// Question ids (question + assistant turn opening).
     pub question: Vec<u32>,
+    /// For each document in request order, the range of [`RagParts::chunks`] it became.
+    pub documents: Vec<std::ops::Range<usize>>,
 }
 
 impl RagParts {
     /// Tokenises `documents` and `question` with the template's RAG pieces. Documents
     /// longer than `max_chunk_tokens` are split; empty documents are rejected.
+    ///
+    /// # Errors
+    /// As [`RagParts::assemble`].
     pub fn build(
         tok: &ModelTokenizer,
         system: Option<&str>,
@@ -132,16 +149,49 @@ impl RagParts {
         question: &str,
         max_chunk_tokens: usize,
     ) -> Result<Self> {
+        Self::assemble(
+            tok,
+            system,
+            instruction,
+            documents.iter().map(|d| RagDocument::Text(d)),
+            question,
+            max_chunk_tokens,
+        )
+    }
+
+    /// Assembles a RAG prompt's parts: the prefix `rag_prefix(system, instruction)`, each
+    /// document's chunks (text tokenised alone and split to at most `max_chunk_tokens`,
+    /// stored chunks as given), and the question `rag_suffix(question)`, each tokenised alone.
+    ///
+    /// # Errors
+    /// [`FusionError::InvalidParameter`] for a document with no tokens ("document {i} is
+    /// empty"); [`FusionError::EmptyQuestion`] for a blank question; tokenizer errors.
+    pub fn assemble<'a>(
+        tok: &ModelTokenizer,
+        system: Option<&str>,
+        instruction: &str,
+        documents: impl IntoIterator<Item = RagDocument<'a>>,
+        question: &str,
+        max_chunk_tokens: usize,
+    ) -> Result<Self> {
         let prefix = tok.encode(&tok.template().rag_prefix(system, instruction))?;
         let mut chunks = Vec::new();
-        for (i, d) in documents.iter().enumerate() {
-            let ids = tok.encode(d)?;
-            if ids.is_empty() {
-                return Err(FusionError::InvalidParameter(format!(
-                    "document {i} is empty"
-                )));
+        let mut ranges = Vec::new();
+        for (i, d) in documents.into_iter().enumerate() {
+            let start = chunks.len();
+            match d {
+                RagDocument::Text(text) => {
+                    let ids = tok.encode(text)?;
+                    if ids.is_empty() {
+                        return Err(FusionError::InvalidParameter(format!(
+                            "document {i} is empty"
+                        )));
+                    }
+                    chunks.extend(split_ids(&ids, max_chunk_tokens));
+                }
+                RagDocument::Chunks(c) => chunks.extend_from_slice(c),
             }
-            chunks.extend(split_ids(&ids, max_chunk_tokens));
+            ranges.push(start..chunks.len());
         }
         if question.trim().is_empty() {
             return Err(FusionError::EmptyQuestion);
@@ -151,7 +201,43 @@ impl RagParts {
             prefix,
             chunks,
             question,
+            documents: ranges,
         })
+    }
+
+    /// One document's chunks as [`RagParts::assemble`] cuts them: its text tokenised alone,
+    /// split to at most `max_chunk_tokens` (for storing a document ahead of the requests that
+    /// cite it).
+    ///
+    /// # Errors
+    /// [`FusionError::InvalidParameter`] ("empty document") when the text has no tokens;
+    /// tokenizer errors.
+    pub fn document_chunks(
+        tok: &ModelTokenizer,
+        text: &str,
+        max_chunk_tokens: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        let ids = tok.encode(text)?;
+        if ids.is_empty() {
+            return Err(FusionError::InvalidParameter("empty document".into()));
+        }
+        Ok(split_ids(&ids, max_chunk_tokens))
+    }
+
+    /// The chunks of document `i` (request order); empty when there is no such document.
+    pub fn document(&self, i: usize) -> &[Vec<u32>] {
+        self.documents
+            .get(i)
+            .and_then(|r| self.chunks.get(r.clone()))
+            .unwrap_or(&[])
+    }
+
+    /// The cached parts in row order: the prefix (when it has tokens), then every chunk.
+    pub fn cached_parts(&self) -> impl Iterator<Item = &Vec<u32>> {
+        (!self.prefix.is_empty())
+            .then_some(&self.prefix)
+            .into_iter()
+            .chain(&self.chunks)
     }
 
     /// The assembled prompt.

@@ -7,19 +7,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use a3kv_fusion::{precompute_chunk, ChunkId};
+use a3kv_fusion::{ChunkId, RagParts};
 use a3kv_model::LoadedModel;
-use a3kv_store::{ChunkStore, Tier};
+use a3kv_store::{ChunkStore, PutOutcome, Tier};
 use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc;
 
 use crate::actors::admission::{AdmissionMsg, Submitted};
 use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::compute::ComputePool;
-use crate::convert::to_store;
 use crate::gate::{self, GateReport};
 use crate::metrics as m;
-use crate::prepare::{doc_chunks, precheck};
+use crate::precompute::{store_chunk, Storing};
+use crate::prepare::precheck;
 use crate::request::{LoadCounters, QueueSlot, Responder, Trace};
 use crate::shadow::ShadowShared;
 use crate::shared::{Shared, Stage, StageNames};
@@ -152,7 +152,8 @@ impl Engine {
     }
 
     /// Precomputes and stores documents (split into chunks of `chunk_tokens`), pinned in
-    /// memory if `pin`. A document's id is the given one or the content hash hex.
+    /// memory if `pin`: a missing chunk is computed on the compute pool and written to every
+    /// tier before this returns. A document's id is the given one or the content hash hex.
     ///
     /// # Errors
     /// `InvalidRequest` for an empty document; `Internal` for compute/store failures.
@@ -167,33 +168,21 @@ impl Engine {
             let s2 = s.clone();
             let chunks = s
                 .compute
-                .run(move || doc_chunks(&s2.tok, &text, s2.cfg.chunk_tokens))
+                .run(move || RagParts::document_chunks(&s2.tok, &text, s2.cfg.chunk_tokens))
                 .await??;
             let fp = *s.model.fingerprint();
             let all: Vec<u32> = chunks.iter().flatten().copied().collect();
             let doc_id = id.unwrap_or_else(|| ChunkId::of(&fp, &all).to_hex());
             for ids in &chunks {
                 let key = ChunkId::of(&fp, ids);
-                let data = match s.store.get(&key).await? {
-                    Some((d, _)) if !pin => {
-                        drop(d);
-                        continue;
-                    }
-                    Some((d, _)) => d,
+                let outcome = match s.store.get(&key).await? {
+                    Some(_) if !pin => continue,
+                    Some((d, _)) => s.store.put(key, d, pin).await?,
                     None => {
-                        let s2 = s.clone();
-                        let ids = ids.clone();
-                        Arc::new(
-                            s.compute
-                                .run(move || -> Result<_, EngineError> {
-                                    let kv = precompute_chunk(&s2.model, &ids, None)?;
-                                    to_store(&s2.model, &kv, s2.cfg.kv_dtype)
-                                })
-                                .await??,
-                        )
+                        let stored = store_chunk(s, key, ids, Storing::Put { pin }).await?;
+                        stored.written()?.1
                     }
                 };
-                let outcome = s.store.put(key, data, pin).await?;
                 if pin && !outcome.pinned {
                     return Err(EngineError::Internal(format!(
                         "document {doc_id}: the memory tier cannot pin it (budget full)"
@@ -211,6 +200,23 @@ impl Engine {
             out.push(self.get_chunk(&doc_id).await?);
         }
         Ok(out)
+    }
+
+    /// Precomputes the chunk with token ids `ids` (one piece of a document, as
+    /// [`a3kv_fusion::RagParts::document_chunks`] cuts it) on the compute pool and writes it to
+    /// every tier now, whether or not a tier holds it already: what `a3kv precompute` does for
+    /// each chunk it found missing or corrupt. Returns the chunk's KV bytes and where it was
+    /// written (a tier that refused it, full or unreachable, says `false`).
+    ///
+    /// # Errors
+    /// `InvalidRequest` for no ids or ids outside the vocabulary; `Internal` for compute or
+    /// store failures; `ShuttingDown`.
+    pub async fn store_chunk(&self, ids: &[u32]) -> Result<(u64, PutOutcome), EngineError> {
+        let s = &self.shared;
+        let key = ChunkId::of(s.model.fingerprint(), ids);
+        let stored = store_chunk(s, key, ids, Storing::Put { pin: false }).await?;
+        let (data, outcome) = stored.written()?;
+        Ok((data.size_bytes(), outcome))
     }
 
     async fn lookup(&self, id: &str) -> Result<Option<(Arc<Vec<Vec<u32>>>, bool)>, EngineError> {

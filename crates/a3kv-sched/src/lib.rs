@@ -4,20 +4,21 @@
 //! API the HTTP server and the CLI use: `submit(request)` → a stream of [`EngineEvent`]s.
 //!
 //! Public surface: [`Engine`] and its API types (re-exported below), [`metrics`] (every
-//! metric name, description and bucket, for exporters), [`bench`](mod@bench) (the scheduler
-//! benchmark), and three pieces the CLI's offline commands share with the engine:
-//! [`doc_chunks`] (document chunking), [`to_store`] (a chunk's KV as store data) and
-//! [`decode_batch`] (one batched decode step, for `a3kv bench decode`).
+//! metric name, description and bucket, for exporters), and [`decode_batch`] (one batched
+//! decode step, for `a3kv bench decode`). Benchmarks live in the CLI (`a3kv bench`) and use
+//! this API only.
+//! Prompt assembly and document chunking are fusion's (`a3kv_fusion::RagParts`); `a3kv
+//! precompute` stores chunks through [`Engine::store_chunk`].
 //!
 //! Private layout: `api` (the contract types), `engine` (the handle), `actors` (one file
-//! per actor), `prepare` (validation at the edge), `steps` and `decode` (the batched
+//! per actor), `prepare` (validation at the edge), `precompute` (precompute-and-store, the
+//! one way a chunk enters the store), `steps` and `decode` (the batched
 //! prefill/decode math with reference tests), `job`/`request`/`shared` (the data each hop
 //! carries), `compute` (the compute pool), `gate` (the start-up fusion gate), `shadow` (production shadow prefills and the ratio
 //! controller).
 
 mod actors;
 mod api;
-pub mod bench;
 mod compute;
 mod convert;
 mod decode;
@@ -26,6 +27,7 @@ mod gate;
 mod job;
 mod logprobs;
 pub mod metrics;
+mod precompute;
 mod prepare;
 mod request;
 mod shadow;
@@ -43,11 +45,10 @@ pub use api::{
     ChunkInfo, DocumentRef, EngineConfig, EngineError, EngineEvent, GenerateRequest, Logprobs,
     PromptSpec, TokenLogprob, Usage, MAX_TOP_LOGPROBS,
 };
-pub use convert::{candle_dtype as kv_candle_dtype, to_store};
+pub use convert::candle_dtype as kv_candle_dtype;
 pub use decode::decode_batch;
 pub use engine::Engine;
 pub use gate::{GateConfig, GateReport};
 pub use metrics::{describe_metrics, histogram_buckets};
-pub use prepare::doc_chunks;
 pub use request::RequestTrace;
 pub use shadow::ShadowConfig;

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use a3kv_fusion::{split_ids, ChunkId, FusionParams, Method, RagPrompt};
-use a3kv_model::{ModelTokenizer, SamplingParams, DEFAULT_RAG_INSTRUCTION};
+use a3kv_fusion::{ChunkId, FusionParams, Method, RagDocument, RagParts, RagPrompt};
+use a3kv_model::{SamplingParams, DEFAULT_RAG_INSTRUCTION};
 use a3kv_store::ChunkStore;
 
 use crate::shared::Shared;
@@ -192,37 +192,35 @@ pub fn prepare(
                 // The start-up gate failed on this model: exact, never silently wrong.
                 params = FusionParams::method(Method::Full);
             }
-            let prefix = tok.encode(
-                &tok.template()
-                    .rag_prefix(system.as_deref(), DEFAULT_RAG_INSTRUCTION),
+            // Stored documents by id, inline ones as text: one assembly (`RagParts`) for all.
+            let mut resolved = Vec::with_capacity(documents.len());
+            for d in &documents {
+                resolved.push(match d {
+                    DocumentRef::Id(id) => RagDocument::Chunks(
+                        docs.get(id)
+                            .map(|c| c.as_slice())
+                            .ok_or_else(|| EngineError::UnknownChunk(id.clone()))?,
+                    ),
+                    DocumentRef::Text { text, .. } => RagDocument::Text(text),
+                });
+            }
+            let rag = RagParts::assemble(
+                tok,
+                system.as_deref(),
+                DEFAULT_RAG_INSTRUCTION,
+                resolved,
+                &question,
+                cfg.chunk_tokens,
             )?;
-            let mut chunks: Vec<Vec<u32>> = Vec::new();
             for (i, d) in documents.iter().enumerate() {
-                match d {
-                    DocumentRef::Id(id) => {
-                        let c = docs
-                            .get(id)
-                            .ok_or_else(|| EngineError::UnknownChunk(id.clone()))?;
-                        chunks.extend(c.iter().cloned());
-                    }
-                    DocumentRef::Text { id, text } => {
-                        let c = doc_chunks(tok, text, cfg.chunk_tokens).map_err(|e| {
-                            EngineError::InvalidRequest(format!("document {i}: {e}"))
-                        })?;
-                        if let Some(id) = id {
-                            new_docs.push((id.clone(), Arc::new(c.clone())));
-                        }
-                        chunks.extend(c);
-                    }
+                if let DocumentRef::Text { id: Some(id), .. } = d {
+                    new_docs.push((id.clone(), Arc::new(rag.document(i).to_vec())));
                 }
             }
-            let question = tok.encode(&tok.template().rag_suffix(&question))?;
-            let prompt = RagPrompt::from_ids(&prefix, &chunks, &question)?;
+            let prompt = rag.prompt()?;
             let fp = model.fingerprint();
-            let parts = (!prefix.is_empty())
-                .then_some(&prefix)
-                .into_iter()
-                .chain(&chunks)
+            let parts = rag
+                .cached_parts()
                 .map(|ids| Part {
                     id: ChunkId::of(fp, ids),
                     ids: ids.clone(),
@@ -274,19 +272,6 @@ pub fn answer_room(
         return Err(EngineError::PromptTooLong { tokens, limit });
     }
     Ok(max_position - tokens + 1)
-}
-
-/// A document's chunks: tokenised alone, split to at most `chunk_tokens`.
-pub fn doc_chunks(
-    tok: &ModelTokenizer,
-    text: &str,
-    chunk_tokens: usize,
-) -> Result<Vec<Vec<u32>>, EngineError> {
-    let ids = tok.encode(text)?;
-    if ids.is_empty() {
-        return Err(EngineError::InvalidRequest("empty document".into()));
-    }
-    Ok(split_ids(&ids, chunk_tokens))
 }
 
 #[cfg(test)]

@@ -290,6 +290,16 @@ mod tests {
         (prompt, kvs)
     }
 
+    /// The prompt's cached parts (prefix, chunks) as the engine stores them.
+    fn stored(model: &Model, prompt: &RagPrompt) -> Vec<Arc<a3kv_store::ChunkKvData>> {
+        prompt
+            .segments
+            .iter()
+            .filter(|s| s.kind != a3kv_fusion::SegmentKind::Question)
+            .map(|s| Arc::new(crate::precompute::chunk_data(model, prompt.segment_ids(s)).unwrap()))
+            .collect()
+    }
+
     #[test]
     fn batched_stages_match_fused_prefill_for_every_method() {
         for family in [Family::Llama, Family::Qwen2] {
@@ -312,15 +322,7 @@ mod tests {
                     false,
                 )
                 .unwrap();
-                let data = kvs
-                    .iter()
-                    .map(|k| {
-                        Arc::new(
-                            crate::convert::to_store(&model, k, a3kv_store::KvDtype::F32).unwrap(),
-                        )
-                    })
-                    .collect();
-                let mut src = InMemoryLayers(data);
+                let mut src = InMemoryLayers(stored(&model, &prompt));
                 fusing.push(check_phase(&model, prompt, params, &mut src).unwrap());
                 sources.push(src);
                 expected.push(want);
@@ -355,14 +357,8 @@ mod tests {
             }
         }
         let model = tiny_model(Family::Llama, 4).unwrap();
-        let (prompt, kvs) = setup(&model, 1);
-        let data: Vec<_> = kvs
-            .iter()
-            .map(|k| {
-                Arc::new(crate::convert::to_store(&model, k, a3kv_store::KvDtype::F32).unwrap())
-            })
-            .collect();
-        let mut good = InMemoryLayers(data);
+        let (prompt, _) = setup(&model, 1);
+        let mut good = InMemoryLayers(stored(&model, &prompt));
         let mut bad = Broken;
         let params = FusionParams::default();
         let mut f1 = check_phase(&model, prompt.clone(), params.clone(), &mut good).unwrap();

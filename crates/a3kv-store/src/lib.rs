@@ -37,7 +37,6 @@
 //! # }).unwrap();
 //! ```
 
-pub mod bench;
 mod config;
 mod data;
 mod disk;

@@ -7,6 +7,7 @@
 //! counts it, logs it, removes it and reports a miss. A hit in a lower tier is promoted into
 //! memory and written back into the faster lower tiers.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -60,6 +61,7 @@ struct Inner {
     tiers: Tiers,
     flights: Arc<SingleFlight<ChunkId, FlightResult>>,
     recovery: Option<RecoveryReport>,
+    disk_dir: Option<PathBuf>,
     misses: AtomicU64,
     computations: AtomicU64,
     waits: AtomicU64,
@@ -81,11 +83,13 @@ impl ChunkStore {
     /// [`StoreError::InvalidData`] if the remote URL is invalid.
     pub async fn open(config: &StoreConfig, fingerprint: [u8; 32]) -> Result<Self, StoreError> {
         let mut tiers: Vec<Arc<dyn ChunkTier>> = Vec::new();
+        let mut disk_dir = None;
         let recovery = match config.disk.clone() {
             Some(cfg) => {
                 let (tier, report) =
                     tokio::task::spawn_blocking(move || DiskTier::open(&cfg, fingerprint))
                         .await??;
+                disk_dir = Some(tier.root().to_path_buf());
                 tiers.push(Arc::new(tier));
                 Some(report)
             }
@@ -101,6 +105,7 @@ impl ChunkStore {
                 tiers: tiers.into(),
                 flights: Arc::new(SingleFlight::new()),
                 recovery,
+                disk_dir,
                 misses: AtomicU64::new(0),
                 computations: AtomicU64::new(0),
                 waits: AtomicU64::new(0),
@@ -115,6 +120,12 @@ impl ChunkStore {
     /// The model fingerprint this store serves.
     pub fn fingerprint(&self) -> &[u8; 32] {
         &self.inner.fingerprint
+    }
+
+    /// The disk tier's directory for this model, `<disk dir>/<fingerprint hex>`, where each
+    /// chunk is the file `<chunk id hex>.a3kv` (`None` without a disk tier).
+    pub fn disk_dir(&self) -> Option<&Path> {
+        self.inner.disk_dir.as_deref()
     }
 
     /// What the disk tier's start-up recovery found (`None` without a disk tier).

@@ -78,6 +78,10 @@ async fn round_trip_disk_tier_and_promotion() {
         let s = open(dir.path(), 0, Some(1 << 20)).await;
         let out = s.put(cid(1), data.clone(), false).await.unwrap();
         assert_eq!((out.memory, out.disk), (false, true));
+        // The documented layout: `<disk dir>/<fingerprint hex>/<chunk id hex>.a3kv`.
+        let file = s.disk_dir().unwrap().join(format!("{}.a3kv", cid(1)));
+        assert_eq!(file, file_of(dir.path(), &cid(1)));
+        assert!(file.is_file());
         let (got, tier) = s.get(&cid(1)).await.unwrap().unwrap();
         assert_eq!(tier, Tier::Disk);
         assert!(bit_equal(&got, &data));

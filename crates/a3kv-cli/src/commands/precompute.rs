@@ -8,11 +8,12 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use a3kv_fusion::{precompute_chunk, ChunkId};
-use a3kv_sched::{doc_chunks, to_store};
-use a3kv_store::{ChunkStore, DiskConfig, StoreConfig};
+use a3kv_fusion::{ChunkId, RagParts};
+use a3kv_model::Fingerprint;
+use a3kv_sched::Engine;
+use a3kv_store::{DiskConfig, StoreConfig};
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -154,30 +155,51 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
     let opts = a3kv_server::load_options(&cfg)?;
     let lm = a3kv_model::load_model(&path, &opts)
         .with_context(|| format!("loading model {}", path.display()))?;
-    let (model, tok) = (&lm.model, &lm.tokenizer);
+    let (fp, tok) = (*lm.model.fingerprint(), &lm.tokenizer);
     let chunk_tokens = cfg.engine.chunk_tokens;
 
     let docs: Vec<Doc> = docs
         .into_iter()
         .map(|(line, d)| {
-            let chunks = doc_chunks(tok, &d.text, chunk_tokens).with_context(|| {
-                format!(
-                    "{}:{line}{}",
-                    a.docs.display(),
-                    d.id.as_deref()
-                        .map(|i| format!(" (id {i})"))
-                        .unwrap_or_default()
-                )
-            })?;
+            let chunks =
+                RagParts::document_chunks(tok, &d.text, chunk_tokens).with_context(|| {
+                    format!(
+                        "{}:{line}{}",
+                        a.docs.display(),
+                        d.id.as_deref()
+                            .map(|i| format!(" (id {i})"))
+                            .unwrap_or_default()
+                    )
+                })?;
             Ok(Doc { line, chunks })
         })
         .collect::<anyhow::Result<_>>()?;
 
+    // The engine `a3kv serve` runs computes and stores the chunks (its compute pool, its
+    // store); no request is served, so the start-up fusion gate is skipped.
+    let mut engine_cfg = cfg.engine.clone();
+    engine_cfg.store = store_cfg;
+    engine_cfg.fusion_gate.enabled = false;
     let rt = tokio::runtime::Runtime::new()?;
-    let fp = *model.fingerprint();
-    let store = rt
-        .block_on(ChunkStore::open(&store_cfg, fp.0))
+    let engine = rt
+        .block_on(Engine::start(engine_cfg, lm))
         .with_context(|| format!("opening the chunk store in {target}"))?;
+    let result = precompute(&rt, &engine, &a, &docs, &fp, &target, to_disk);
+    rt.block_on(engine.shutdown(Duration::from_secs(5)));
+    result
+}
+
+/// Verifies what is stored, then computes and stores what is missing, and prints the summary.
+fn precompute(
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine,
+    a: &PrecomputeArgs,
+    docs: &[Doc],
+    fp: &Fingerprint,
+    target: &str,
+    to_disk: bool,
+) -> anyhow::Result<()> {
+    let store = engine.store();
     if let Some(r) = store.recovery_report() {
         if !r.bad_files.is_empty() {
             eprintln!(
@@ -194,9 +216,9 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut todo: Vec<(usize, &Vec<u32>, ChunkId)> = Vec::new();
-    for d in &docs {
+    for d in docs {
         for ids in &d.chunks {
-            let id = ChunkId::of(&fp, ids);
+            let id = ChunkId::of(fp, ids);
             if !seen.insert(id) {
                 continue;
             }
@@ -227,11 +249,9 @@ pub fn run(a: PrecomputeArgs) -> anyhow::Result<()> {
     );
     let t0 = Instant::now();
     for (line, ids, id) in todo {
-        let kv = precompute_chunk(model, ids, None)
+        let (bytes, outcome) = rt
+            .block_on(engine.store_chunk(ids))
             .with_context(|| format!("{}:{line}: computing a chunk", a.docs.display()))?;
-        let data = to_store(model, &kv, cfg.engine.kv_dtype)?;
-        let bytes = data.size_bytes();
-        let outcome = rt.block_on(store.put(id, data, false))?;
         if !(if to_disk {
             outcome.disk
         } else {

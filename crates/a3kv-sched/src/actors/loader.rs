@@ -1,18 +1,17 @@
 //! ChunkLoader: per request, locates every cached part (prefix and chunks) in the store
-//! tiers — computing a missing one through the store's single-flight `get_or_compute` —
+//! tiers — computing a missing one through the store's single flight (`precompute`) —
 //! and streams their layers, in order, into the job's [`LayerFeed`]. The job moves on to
 //! the RelevanceScorer at once, so layers 0–1 compute while later layers still load.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use a3kv_fusion::precompute_chunk;
 use a3kv_store::{ChunkKvData, LayerStream};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::convert::to_store;
 use crate::job::{forward, LayerFeed, LayerMsg, LayerTx, PrefillJob};
 use crate::metrics as m;
+use crate::precompute::{store_chunk, Storing};
 use crate::prepare::{Part, Plan};
 use crate::shared::{Shared, Stage};
 use crate::EngineError;
@@ -150,19 +149,11 @@ async fn load_or_compute(
     part: &Part,
     after_miss: bool,
 ) -> Result<(Arc<ChunkKvData>, a3kv_store::Source), EngineError> {
-    let model = shared.model.clone();
-    let ids = part.ids.clone();
-    let dtype = shared.cfg.kv_dtype;
-    let compute = move || -> Result<ChunkKvData, EngineError> {
-        let kv = precompute_chunk(&model, &ids, None)?;
-        to_store(&model, &kv, dtype)
+    let how = Storing::Flight {
+        counted: !after_miss,
     };
-    let got = if after_miss {
-        shared.store.compute_missing(part.id, compute).await?
-    } else {
-        shared.store.get_or_compute(part.id, compute).await?
-    };
-    Ok(got)
+    let stored = store_chunk(shared, part.id, &part.ids, how).await?;
+    Ok((stored.data, stored.source))
 }
 
 /// Replaces a streamed source that failed at layer `l` by the chunk loaded or recomputed

@@ -17,8 +17,8 @@ use anyhow::bail;
 use clap::Args;
 use serde_json::json;
 
-use super::bench::prompt_ids;
-use super::llamacpp;
+use super::prompt_ids;
+use crate::commands::llamacpp;
 use crate::common::median;
 
 /// `a3kv bench decode`.

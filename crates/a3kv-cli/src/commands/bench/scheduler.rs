@@ -1,17 +1,96 @@
 //! `a3kv bench scheduler`: throughput and p50/p99 TTFT of the engine at several
 //! concurrencies, recompute batching on vs off, `a3` vs `full`, and cold (disk tier) vs
-//! warm (memory tier) chunk TTFT. The CLI calls [`bench_scheduler`] and prints the report.
+//! warm (memory tier) chunk TTFT. Each point runs on a fresh [`Engine`], driven through its
+//! public API (`put_chunks`, `submit`) as the server drives it.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use a3kv_fusion::{FusionParams, Method};
 use a3kv_model::{LoadedModel, SamplingParams};
+use a3kv_sched::{
+    DocumentRef, Engine, EngineConfig, EngineError, EngineEvent, GenerateRequest, PromptSpec, Usage,
+};
 use a3kv_store::{DiskConfig, StoreConfig};
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    DocumentRef, Engine, EngineConfig, EngineError, EngineEvent, GenerateRequest, PromptSpec,
-};
+/// `a3kv bench scheduler`.
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// Model; default: the fetched SmolLM2.
+    #[arg(long, env = "A3KV_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Closed-loop concurrencies.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub concurrency: Vec<usize>,
+    /// Requests per measured point.
+    #[arg(long, default_value_t = 16)]
+    pub requests: usize,
+    /// Tokens generated per request.
+    #[arg(long, default_value_t = 8)]
+    pub max_tokens: usize,
+    /// Methods compared (the first is the baseline).
+    #[arg(long, value_delimiter = ',', default_value = "a3,full")]
+    pub methods: Vec<String>,
+    /// Recompute batching settings measured: `on`, `off` or both.
+    #[arg(long, value_delimiter = ',', default_value = "on,off", value_parser = parse_on_off)]
+    pub batching: Vec<bool>,
+    /// Documents per request (context ≈ this × the document length).
+    #[arg(long, default_value_t = 3)]
+    pub docs_per_request: usize,
+    /// Synthetic document pool size.
+    #[arg(long, default_value_t = 8)]
+    pub pool: usize,
+    /// Sentences per synthetic document (≈ 15 tokens each; 34 ≈ one 512-token chunk).
+    #[arg(long, default_value_t = 12)]
+    pub doc_sentences: usize,
+    /// Skip the cold (disk tier) point.
+    #[arg(long)]
+    pub no_cold: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `on` / `off` (also `true` / `false`) for `--batching`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("expected on or off, got {other:?}")),
+    }
+}
+
+/// Runs `a3kv bench scheduler`.
+pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
+    let lm = crate::common::load(a.model.clone())?;
+    let methods: Vec<Method> = a
+        .methods
+        .iter()
+        .map(|m| m.parse())
+        .collect::<Result<_, _>>()?;
+    if a.docs_per_request == 0 || a.pool == 0 || a.doc_sentences == 0 {
+        anyhow::bail!("--docs-per-request, --pool and --doc-sentences must be >= 1");
+    }
+    let opts = SchedulerBenchOptions {
+        concurrency: a.concurrency.clone(),
+        requests: a.requests,
+        max_tokens: a.max_tokens,
+        methods,
+        batching: a.batching.clone(),
+        docs_per_request: a.docs_per_request,
+        documents: synthetic_documents(a.pool, a.doc_sentences),
+        cold: !a.no_cold,
+        ..Default::default()
+    };
+    let report = tokio::runtime::Runtime::new()?.block_on(bench_scheduler(lm, opts))?;
+    println!("{report}");
+    if let Some(p) = a.out {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
 
 /// What to measure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,7 +263,7 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
 ///
 /// # Errors
 /// The first engine start, store or request failure.
-pub async fn bench_scheduler(
+async fn bench_scheduler(
     model: LoadedModel,
     opts: SchedulerBenchOptions,
 ) -> Result<SchedulerBenchReport, EngineError> {
@@ -362,7 +441,7 @@ async fn point(
 }
 
 /// One request to its end: its usage (TTFT, prompt tokens, fusion report, stage trace).
-async fn run_one(engine: &Engine, req: GenerateRequest) -> Result<crate::Usage, EngineError> {
+async fn run_one(engine: &Engine, req: GenerateRequest) -> Result<Usage, EngineError> {
     let mut rx = engine.submit(req)?;
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -372,4 +451,94 @@ async fn run_one(engine: &Engine, req: GenerateRequest) -> Result<crate::Usage, 
         }
     }
     Err(EngineError::Internal("stream ended early".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `bench_scheduler` end to end on the real model with a tiny grid: every point measured,
+    /// every request counted, stage times in order, and the cold point compared with the warm
+    /// one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_grid_measures_every_point_and_the_cold_tier() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !path.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must fetch the model (scripts/fetch-model.sh)"
+            );
+            eprintln!("note: model absent, test skipped (run scripts/fetch-model.sh)");
+            return;
+        }
+        let model = a3kv_model::load_model(&path, &a3kv_model::LoadOptions::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SchedulerBenchOptions {
+            concurrency: vec![1, 2],
+            requests: 3,
+            docs_per_request: 2,
+            documents: synthetic_documents(3, 2),
+            max_tokens: 2,
+            methods: vec![Method::A3, Method::Full],
+            batching: vec![true],
+            cold: true,
+            engine: EngineConfig {
+                compute_threads: 2,
+                max_new_tokens: 256,
+                batch_wait_ms: 5,
+                ..EngineConfig::default()
+            },
+            disk_dir: Some(dir.path().to_path_buf()),
+        };
+        let report = bench_scheduler(model, opts).await.unwrap();
+        let shape: Vec<(String, usize, String)> = report
+            .points
+            .iter()
+            .map(|p| (p.method.clone(), p.concurrency, p.tier.clone()))
+            .collect();
+        let want = [
+            ("a3", 1, "memory"),
+            ("a3", 2, "memory"),
+            ("full", 1, "memory"),
+            ("full", 2, "memory"),
+            ("a3", 1, "disk"),
+        ];
+        assert_eq!(
+            shape,
+            want.map(|(m, c, t)| (m.to_string(), c, t.to_string()))
+        );
+        for p in &report.points {
+            assert_eq!(p.requests, 3, "{p:?}");
+            assert!(p.throughput_rps > 0.0 && p.prompt_tokens > 20.0, "{p:?}");
+            assert!(p.ttft_p50_secs <= p.ttft_p99_secs, "{p:?}");
+            let s = &p.stages_p50_secs;
+            let full = p.method == "full";
+            // Medians keep each request's order (order statistics are monotone); `full` has no
+            // separate check phase, its whole prefill is one step.
+            assert!(s.admitted <= s.prefill_end, "{p:?}");
+            assert!(full || s.check_end <= s.prefill_end, "{p:?}");
+            assert!(s.prefill_end <= p.ttft_p99_secs + 1e-3, "{p:?}");
+            assert_eq!(full, (p.recompute_ratio - 1.0).abs() < 1e-9, "{p:?}");
+        }
+        // The disk point wrote the disk tier (one folder per model, a file per stored chunk).
+        let chunks: usize = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|model_dir| {
+                std::fs::read_dir(model_dir.unwrap().path())
+                    .unwrap()
+                    .filter(|f| {
+                        f.as_ref()
+                            .unwrap()
+                            .path()
+                            .extension()
+                            .is_some_and(|e| e == "a3kv")
+                    })
+                    .count()
+            })
+            .sum();
+        assert!(chunks >= 3, "{chunks} chunk files");
+        let r = report.cold_over_warm_ttft.expect("cold/warm ratio");
+        assert!(r.is_finite() && r > 0.0, "{r}");
+    }
 }
