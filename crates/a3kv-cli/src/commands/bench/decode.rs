@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use a3kv_model::kernels::cpu::Isa;
-use a3kv_model::quant::{qmatmul_with, QMatrix, QuantFormat};
+use a3kv_model::kernels::cpu::{q16, Isa};
+use a3kv_model::quant::{qmatmul, qmatmul_with, QMatrix, QuantFormat};
 use a3kv_model::{argmax, DecodeWeights, Device, KvCache, Model, Tensor};
 use anyhow::bail;
 use clap::Args;
@@ -307,6 +307,21 @@ fn kernels(runs: usize) -> anyhow::Result<serde_json::Value> {
                     isa.as_str()
                 );
                 out.push(json!({"shape": name, "rows": m, "kernel": isa.as_str(),
+                    "pool_us": pool, "one_thread_us": one}));
+            }
+            if q16::takes(&w, m) {
+                // The default product's integer path (16-bit activations, VNNI).
+                let run = || -> anyhow::Result<()> {
+                    qmatmul(&x, &w)?;
+                    Ok(())
+                };
+                let pool = time(&run)?;
+                let one = pool1.install(|| time(&run))?;
+                println!(
+                    "{name:>14} {m:>4} {:>12} {pool:>10.1} {one:>10.1}",
+                    "q16 vnni"
+                );
+                out.push(json!({"shape": name, "rows": m, "kernel": "q16_vnni",
                     "pool_us": pool, "one_thread_us": one}));
             }
             let gemm = || -> anyhow::Result<()> {
