@@ -104,3 +104,16 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .and_then(|d| d.to_scalar::<f32>())
         .unwrap_or_else(|e| panic!("max_abs_diff of {:?} and {:?}: {e}", a.dims(), b.dims()))
 }
+
+/// `n` deterministic values in [-1, 1] spread over 2,001 levels (seeded by `seed`): kernel
+/// test inputs that need no RNG.
+pub fn pattern_values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let h = (i as u32)
+                .wrapping_mul(2654435761)
+                .wrapping_add(seed.wrapping_mul(40503));
+            ((h >> 8) % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}

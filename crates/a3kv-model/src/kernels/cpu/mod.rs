@@ -113,16 +113,7 @@ mod tests {
     use super::*;
     use crate::quant::QuantFormat;
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32)
-                    .wrapping_mul(2654435761)
-                    .wrapping_add(seed.wrapping_mul(40503));
-                ((h >> 8) % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::pattern_values as data;
 
     #[test]
     fn every_kernel_matches_the_reference_twin() {

@@ -274,16 +274,7 @@ mod vnni {
 mod tests {
     use super::*;
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32)
-                    .wrapping_mul(2654435761)
-                    .wrapping_add(seed.wrapping_mul(40503));
-                ((h >> 8) % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::pattern_values as data;
 
     /// The VNNI kernel against its twin (same integer sums, f32 additions in another order),
     /// and the twin against the exact f32 product (the activations' rounding only).
