@@ -14,10 +14,21 @@ use crate::Result;
 /// Hybrid with key and value deviation.
 pub struct KvDev {
     name: &'static str,
+    /// Share of the V deviation in the staleness (the rest is the K deviation).
+    v_share: f32,
 }
 
 /// The registered key-and-value hybrid.
-pub static KVDEV: KvDev = KvDev { name: "kvdev" };
+pub static KVDEV: KvDev = KvDev {
+    name: "kvdev",
+    v_share: 0.5,
+};
+
+/// Screening variant: the K deviation alone as the staleness.
+pub static KDEV: KvDev = KvDev {
+    name: "x-kdev",
+    v_share: 0.0,
+};
 
 impl Selector for KvDev {
     fn name(&self) -> &'static str {
@@ -50,7 +61,7 @@ impl Selector for KvDev {
             return Ok((hybrid_scores(&a3, &v_dev, EQUAL_MIX), Some(a3)));
         };
         let k_dev = row_deviation(input.k_fresh, k_cached, input.prompt.doc_range())?;
-        let stale = hybrid_scores(&normalise(&k_dev), &v_dev, 0.5);
+        let stale = hybrid_scores(&v_dev, &normalise(&k_dev), self.v_share);
         Ok((hybrid_scores(&a3, &stale, EQUAL_MIX), Some(a3)))
     }
 }

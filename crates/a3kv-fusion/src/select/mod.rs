@@ -184,8 +184,12 @@ pub static REGISTRY: &[&dyn Selector] = &[
     &progressive::PROGRESSIVE,
     &progressive::PROGRESSIVE_HYB,
     &progressive::PROGRESSIVE_L4,
+    &progressive::PROGRESSIVE_HYB_L4,
+    &progressive::PROGRESSIVE_HYB_F3,
+    &progressive::PROGRESSIVE_A3_L4,
     &rank::RANK,
     &kvdev::KVDEV,
+    &kvdev::KDEV,
 ];
 
 /// A registered selection method, named as in [`REGISTRY`]. Serialised as its name.

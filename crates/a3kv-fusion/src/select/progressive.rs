@@ -20,6 +20,8 @@ pub enum StageScore {
     Deviation,
     /// The hybrid (equal mix) of question attention and V deviation at the stage layer.
     Hybrid,
+    /// The question's attention (A^3's score) at the stage layer.
+    Attention,
 }
 
 /// Two-stage selection.
@@ -58,6 +60,34 @@ pub static PROGRESSIVE_L4: Progressive = Progressive {
     rank: StageScore::Deviation,
 };
 
+/// Screening variant: hybrid, narrowed three layers later.
+pub static PROGRESSIVE_HYB_L4: Progressive = Progressive {
+    name: "x-prog-hyb-l4",
+    stage: Stage {
+        layers_after_check: 3,
+        candidate_factor: 2.0,
+    },
+    rank: StageScore::Hybrid,
+};
+/// Screening variant: hybrid, three times the budget as candidates.
+pub static PROGRESSIVE_HYB_F3: Progressive = Progressive {
+    name: "x-prog-hyb-f3",
+    stage: Stage {
+        layers_after_check: 1,
+        candidate_factor: 3.0,
+    },
+    rank: StageScore::Hybrid,
+};
+/// Screening variant: question attention, narrowed three layers later.
+pub static PROGRESSIVE_A3_L4: Progressive = Progressive {
+    name: "x-prog-a3-l4",
+    stage: Stage {
+        layers_after_check: 3,
+        candidate_factor: 2.0,
+    },
+    rank: StageScore::Attention,
+};
+
 impl Selector for Progressive {
     fn name(&self) -> &'static str {
         self.name
@@ -93,7 +123,7 @@ impl Selector for Progressive {
         let dev = v_deviation_rows(input.v_rows, input.v_cached_rows, n_cand)?;
         match self.rank {
             StageScore::Deviation => Ok(dev),
-            StageScore::Hybrid => {
+            StageScore::Hybrid | StageScore::Attention => {
                 let q = input.prompt.question_len();
                 let q_question = input.q_rows.narrow(1, n_cand, q)?;
                 let a3 = a3_scores(
@@ -107,6 +137,9 @@ impl Selector for Progressive {
                     .iter()
                     .map(|&r| a3[r as usize - p])
                     .collect();
+                if self.rank == StageScore::Attention {
+                    return Ok(a3);
+                }
                 Ok(hybrid_scores(&normalise(&a3), &dev, EQUAL_MIX))
             }
         }
