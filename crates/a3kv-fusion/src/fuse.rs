@@ -330,8 +330,7 @@ impl FusionRun {
             None => match stage {
                 Some(st) => {
                     // Candidates: a larger set, narrowed to `k_budget` at the stage layer.
-                    let n_cand = ((k_budget as f64 * st.candidate_factor.max(1.0)).ceil()
-                        as usize)
+                    let n_cand = ((k_budget as f64 * st.candidate_factor.max(1.0)).ceil() as usize)
                         .min(n_doc);
                     let cand = selector.select(&self.prompt, &scores, n_cand, &sinks);
                     if cand.len() > k_budget {
@@ -484,7 +483,11 @@ impl FusionRun {
             )));
         }
         self.hidden = Some(hidden);
-        if self.stage.as_ref().is_some_and(|s| s.layer == self.next_layer) {
+        if self
+            .stage
+            .as_ref()
+            .is_some_and(|s| s.layer == self.next_layer)
+        {
             self.narrow_to_stage()?;
         }
         self.next_layer += 1;

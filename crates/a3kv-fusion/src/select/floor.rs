@@ -67,7 +67,12 @@ pub fn select_with_floors(
 ) -> Vec<usize> {
     let n_doc = scores.len();
     let k = k.min(n_doc);
-    let mut chosen: Vec<usize> = sinks.iter().copied().filter(|&s| s < n_doc).take(k).collect();
+    let mut chosen: Vec<usize> = sinks
+        .iter()
+        .copied()
+        .filter(|&s| s < n_doc)
+        .take(k)
+        .collect();
     chosen.sort_unstable();
     chosen.dedup();
     if n_doc == 0 {
@@ -112,14 +117,25 @@ mod tests {
     fn every_chunk_gets_its_floor_and_the_rest_goes_to_the_top() {
         // Two chunks of 10; the first holds every high score.
         let pr = prompt(&[10, 10]);
-        let scores: Vec<f32> = (0..20).map(|i| if i < 10 { 10.0 + i as f32 } else { i as f32 * 0.1 }).collect();
+        let scores: Vec<f32> = (0..20)
+            .map(|i| {
+                if i < 10 {
+                    10.0 + i as f32
+                } else {
+                    i as f32 * 0.1
+                }
+            })
+            .collect();
         // k = 8, half reserved: 2 rows per chunk at least, then the global top 4.
         let sel = select_with_floors(&pr, &scores, 8, &[], 0.5);
         assert_eq!(sel.len(), 8);
         assert_eq!(sel.iter().filter(|&&r| r >= 10).count(), 2, "{sel:?}");
         assert!(sel.contains(&19) && sel.contains(&18), "{sel:?}");
         // Without floors it is the plain top-k.
-        assert_eq!(select_with_floors(&pr, &scores, 8, &[], 0.0), top_k(&scores, 8, &[]));
+        assert_eq!(
+            select_with_floors(&pr, &scores, 8, &[], 0.0),
+            top_k(&scores, 8, &[])
+        );
         // Sinks come first and count towards their chunk's floor.
         let sel = select_with_floors(&pr, &scores, 8, &[0, 10], 0.5);
         assert!(sel.contains(&0) && sel.contains(&10), "{sel:?}");

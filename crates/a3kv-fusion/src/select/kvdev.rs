@@ -1,8 +1,9 @@
-//! `kvdev`: the A^3/CacheBlend hybrid (equal mix) with a staleness that counts keys as well
-//! as values. CacheBlend measures how far a row's fresh V at the check layer is from its
-//! cached V; a stale key misdirects attention just as a stale value misinforms it, so here
-//! the staleness is the mean of the normalised V deviation and the normalised K deviation
-//! (fresh RoPE'd K against the cached K re-positioned to the same position).
+//! `kvdev` and `kdev`: the A^3/CacheBlend hybrid (equal mix) with a staleness that counts
+//! keys. CacheBlend measures how far a row's fresh V at the check layer is from its cached V;
+//! a stale key misdirects attention just as a stale value misinforms it. The K deviation is
+//! the fresh RoPE'd K against the cached K re-positioned to the same position, so it is
+//! position-free like the V deviation. `kvdev`: staleness = the mean of the normalised V and
+//! K deviations; `kdev`: the K deviation alone.
 
 use a3kv_model::Tensor;
 
@@ -24,9 +25,9 @@ pub static KVDEV: KvDev = KvDev {
     v_share: 0.5,
 };
 
-/// Screening variant: the K deviation alone as the staleness.
+/// `kdev`: the K deviation alone as the staleness (the best of the issue #16 screen).
 pub static KDEV: KvDev = KvDev {
-    name: "x-kdev",
+    name: "kdev",
     v_share: 0.0,
 };
 
@@ -83,7 +84,12 @@ mod tests {
 
     #[test]
     fn row_deviation_sums_squares_per_row() {
-        let a = Tensor::from_vec(vec![1f32, 2., 3., 4., 5., 6., 7., 8.], (2, 2, 2), &candle_core::Device::Cpu).unwrap();
+        let a = Tensor::from_vec(
+            vec![1f32, 2., 3., 4., 5., 6., 7., 8.],
+            (2, 2, 2),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
         let b = a.zeros_like().unwrap();
         // Row 0: 1+4 (head 0) + 25+36 (head 1); row 1: 9+16 + 49+64.
         assert_eq!(row_deviation(&a, &b, 0..2).unwrap(), vec![66.0, 138.0]);
@@ -92,8 +98,10 @@ mod tests {
 
     #[test]
     fn on_a_tiny_model_it_is_exact_at_full_budget_and_keeps_the_budget() {
-        super::super::checks::scoring_selector_is_exact_at_full_budget_and_keeps_the_budget(
-            "kvdev",
-        );
+        for name in ["kvdev", "kdev"] {
+            super::super::checks::scoring_selector_is_exact_at_full_budget_and_keeps_the_budget(
+                name,
+            );
+        }
     }
 }

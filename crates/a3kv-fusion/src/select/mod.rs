@@ -16,8 +16,8 @@ mod epic;
 mod floor;
 mod full;
 pub mod hybrid;
-mod product;
 mod kvdev;
+mod product;
 mod progressive;
 mod rank;
 mod reuse;
@@ -145,13 +145,7 @@ pub trait Selector: Sync {
     /// The document rows to recompute (document-relative, ascending), at most `k`, from
     /// [`Selector::scores`]; `sinks` (ascending) are the chunk-start rows the request asked
     /// for. By default the sinks, then the top of the scores ([`select_with_sinks`]).
-    fn select(
-        &self,
-        _prompt: &RagPrompt,
-        scores: &[f32],
-        k: usize,
-        sinks: &[usize],
-    ) -> Vec<usize> {
+    fn select(&self, _prompt: &RagPrompt, scores: &[f32], k: usize, sinks: &[usize]) -> Vec<usize> {
         select_with_sinks(scores, k, sinks)
     }
 
@@ -182,11 +176,6 @@ pub static REGISTRY: &[&dyn Selector] = &[
     &product::PRODUCT,
     &window::WINDOW,
     &progressive::PROGRESSIVE,
-    &progressive::PROGRESSIVE_HYB,
-    &progressive::PROGRESSIVE_L4,
-    &progressive::PROGRESSIVE_HYB_L4,
-    &progressive::PROGRESSIVE_HYB_F3,
-    &progressive::PROGRESSIVE_A3_L4,
     &rank::RANK,
     &kvdev::KVDEV,
     &kvdev::KDEV,
@@ -314,9 +303,8 @@ pub(crate) mod checks {
                 .iter()
                 .map(|c| precompute_chunk(&model, c, None).unwrap())
                 .collect();
-            let run = |p: &FusionParams| {
-                fused_prefill(&model, &prompt, None, &caches, p, true).unwrap()
-            };
+            let run =
+                |p: &FusionParams| fused_prefill(&model, &prompt, None, &caches, p, true).unwrap();
             let full = run(&FusionParams::method(Method::Full));
             let all = run(&FusionParams {
                 method,
@@ -325,8 +313,14 @@ pub(crate) mod checks {
             });
             assert!(max_abs_diff(&all.logits, &full.logits) < 1e-4, "{name}");
             for (a, b) in all.cache.layers.iter().zip(&full.cache.layers) {
-                assert!(max_abs_diff(&a.k().unwrap(), &b.k().unwrap()) < 1e-4, "{name}");
-                assert!(max_abs_diff(&a.v().unwrap(), &b.v().unwrap()) < 1e-4, "{name}");
+                assert!(
+                    max_abs_diff(&a.k().unwrap(), &b.k().unwrap()) < 1e-4,
+                    "{name}"
+                );
+                assert!(
+                    max_abs_diff(&a.v().unwrap(), &b.v().unwrap()) < 1e-4,
+                    "{name}"
+                );
             }
             assert_eq!(all.report.recomputed_tokens, 68, "{name}");
             for sink in [0, 1] {
@@ -347,7 +341,12 @@ pub(crate) mod checks {
                     assert!(sel.contains(&((docs.start + s) as u32)), "{name}: sink {s}");
                 }
                 assert!(out.report.flop_floor > 0.0 && out.report.flop_floor < 1.0);
-                assert!(out.logits.to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()));
+                assert!(out
+                    .logits
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .all(|x| x.is_finite()));
             }
         }
     }

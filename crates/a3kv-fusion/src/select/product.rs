@@ -57,8 +57,8 @@ mod tests {
     #[test]
     fn a_row_needs_both_relevance_and_deviation() {
         // Row 0: relevant, not stale; row 1: stale, irrelevant; row 2: both, moderately.
-        let a3 = [0.6, 0.01, 0.39];
-        let dev = [0.0, 10.0, 5.0];
+        let a3 = [0.7, 0.0, 0.3];
+        let dev = [0.0, 10.0, 2.0];
         let s = product_scores(&a3, &dev);
         assert_eq!(top_k(&s, 1, &[]), vec![2]);
         // A sum would pick row 0 or 1 first.

@@ -1,91 +1,34 @@
 //! `progressive`: progressive filtering (CacheBlend's gradual filtering, ProphetKV's dual
 //! stage). At the check layer the hybrid score (A^3 + CacheBlend, equal mix) selects
 //! twice the budget as candidates; all of them are recomputed through the next layer, where
-//! their V deviation is measured again — now on hidden states that already saw the fresh
-//! context — and the best `k` (sinks first) go on alone. The candidates' extra layer costs
-//! compute beyond an equal-`k` method: `FusionReport::flop_floor` counts it.
+//! the hybrid is measured again over the candidates — the question's attention over the
+//! fused keys and the V deviation, now on hidden states that already saw the fresh context —
+//! and the best `k` (sinks first) go on alone. The candidates' extra layers cost compute
+//! beyond an equal-`k` method: `FusionReport::flop_floor` counts them. (Ranking the
+//! candidates by the deviation or the attention alone, narrowing three layers later, or
+//! three times the budget as candidates did no better: README "Quality".)
 
 use a3kv_model::Tensor;
 
 use super::hybrid::{a3_and_deviation, hybrid_scores, EQUAL_MIX};
 use super::{ScoreInput, Selector, Stage, StageInput};
 use crate::a3::a3_scores;
-use crate::selection::{normalise, FusionParams};
+use crate::selection::FusionParams;
 use crate::Result;
-
-/// What ranks the candidates at the stage layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StageScore {
-    /// V deviation of the candidates at the stage layer.
-    Deviation,
-    /// The hybrid (equal mix) of question attention and V deviation at the stage layer.
-    Hybrid,
-    /// The question's attention (A^3's score) at the stage layer.
-    Attention,
-}
 
 /// Two-stage selection.
 pub struct Progressive {
     name: &'static str,
     stage: Stage,
-    rank: StageScore,
 }
 
-/// Twice the budget as candidates, narrowed one layer after the check layer by deviation.
+/// Twice the budget as candidates, narrowed one layer after the check layer.
 pub static PROGRESSIVE: Progressive = Progressive {
     name: "progressive",
     stage: Stage {
         layers_after_check: 1,
         candidate_factor: 2.0,
     },
-    rank: StageScore::Deviation,
-};
-
-/// Screening variants (issue #16).
-pub static PROGRESSIVE_HYB: Progressive = Progressive {
-    name: "x-prog-hyb",
-    stage: Stage {
-        layers_after_check: 1,
-        candidate_factor: 2.0,
-    },
-    rank: StageScore::Hybrid,
-};
-/// Screening variant: narrowed three layers later.
-pub static PROGRESSIVE_L4: Progressive = Progressive {
-    name: "x-prog-l4",
-    stage: Stage {
-        layers_after_check: 3,
-        candidate_factor: 2.0,
-    },
-    rank: StageScore::Deviation,
-};
-
-/// Screening variant: hybrid, narrowed three layers later.
-pub static PROGRESSIVE_HYB_L4: Progressive = Progressive {
-    name: "x-prog-hyb-l4",
-    stage: Stage {
-        layers_after_check: 3,
-        candidate_factor: 2.0,
-    },
-    rank: StageScore::Hybrid,
-};
-/// Screening variant: hybrid, three times the budget as candidates.
-pub static PROGRESSIVE_HYB_F3: Progressive = Progressive {
-    name: "x-prog-hyb-f3",
-    stage: Stage {
-        layers_after_check: 1,
-        candidate_factor: 3.0,
-    },
-    rank: StageScore::Hybrid,
-};
-/// Screening variant: question attention, narrowed three layers later.
-pub static PROGRESSIVE_A3_L4: Progressive = Progressive {
-    name: "x-prog-a3-l4",
-    stage: Stage {
-        layers_after_check: 3,
-        candidate_factor: 2.0,
-    },
-    rank: StageScore::Attention,
 };
 
 impl Selector for Progressive {
@@ -121,28 +64,23 @@ impl Selector for Progressive {
     fn stage_scores(&self, input: &StageInput<'_>, params: &FusionParams) -> Result<Vec<f32>> {
         let n_cand = input.rows.len() - input.prompt.question_len();
         let dev = v_deviation_rows(input.v_rows, input.v_cached_rows, n_cand)?;
-        match self.rank {
-            StageScore::Deviation => Ok(dev),
-            StageScore::Hybrid | StageScore::Attention => {
-                let q = input.prompt.question_len();
-                let q_question = input.q_rows.narrow(1, n_cand, q)?;
-                let a3 = a3_scores(
-                    &q_question,
-                    input.k_fused,
-                    input.prompt.prefix_len(),
-                    params.pooling_width,
-                )?;
-                let p = input.prompt.prefix_len();
-                let a3: Vec<f32> = input.rows[..n_cand]
-                    .iter()
-                    .map(|&r| a3[r as usize - p])
-                    .collect();
-                if self.rank == StageScore::Attention {
-                    return Ok(a3);
-                }
-                Ok(hybrid_scores(&normalise(&a3), &dev, EQUAL_MIX))
-            }
-        }
+        // The question's attention at the stage layer, over the fused keys (fresh for the
+        // candidates), read at the candidates.
+        let q_question = input
+            .q_rows
+            .narrow(1, n_cand, input.prompt.question_len())?;
+        let a3 = a3_scores(
+            &q_question,
+            input.k_fused,
+            input.prompt.prefix_len(),
+            params.pooling_width,
+        )?;
+        let p = input.prompt.prefix_len();
+        let a3: Vec<f32> = input.rows[..n_cand]
+            .iter()
+            .map(|&r| a3[r as usize - p])
+            .collect();
+        Ok(hybrid_scores(&a3, &dev, EQUAL_MIX))
     }
 }
 
@@ -225,7 +163,11 @@ mod tests {
         let mut rows = out.report.selected_positions.clone().unwrap();
         rows.extend(prompt.doc_range().end as u32..prompt.len() as u32);
         let once = cost::floor_share(model.config(), prompt.len(), 1, true, &rows);
-        assert!(out.report.flop_floor > once + 1e-6, "{} {once}", out.report.flop_floor);
+        assert!(
+            out.report.flop_floor > once + 1e-6,
+            "{} {once}",
+            out.report.flop_floor
+        );
         // The candidates' recomputed values stay in the stage layer's cache: more rows of
         // layer 2 than of the last layer differ from the cached values.
         let changed = |l: usize| {

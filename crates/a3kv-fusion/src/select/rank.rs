@@ -80,8 +80,6 @@ mod tests {
 
     #[test]
     fn on_a_tiny_model_it_is_exact_at_full_budget_and_keeps_the_budget() {
-        super::super::checks::scoring_selector_is_exact_at_full_budget_and_keeps_the_budget(
-            "rank",
-        );
+        super::super::checks::scoring_selector_is_exact_at_full_budget_and_keeps_the_budget("rank");
     }
 }

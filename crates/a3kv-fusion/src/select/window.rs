@@ -125,8 +125,8 @@ mod tests {
         let s = [0.0, 0.0, 9.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 0.0];
         // Window means 3, 1, 2, 0: k = 6 takes [0,3) and [6,9).
         assert_eq!(select_windows(&pr, &s, 6, &[], 3), vec![0, 1, 2, 6, 7, 8]);
-        // k = 4: one window, then the best single row left (a 1.0, the lowest index).
-        assert_eq!(select_windows(&pr, &s, 4, &[], 3), vec![0, 1, 2, 3]);
+        // k = 4: one window, then the best single row left (a 2.0, the lowest index).
+        assert_eq!(select_windows(&pr, &s, 4, &[], 3), vec![0, 1, 2, 6]);
         // Sinks first; a window holding a sink costs only its new rows.
         assert_eq!(select_windows(&pr, &s, 4, &[0, 6], 3), vec![0, 1, 2, 6]);
         assert_eq!(select_windows(&pr, &s, 1, &[0, 6], 3), vec![0]);
