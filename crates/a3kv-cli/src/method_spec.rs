@@ -178,6 +178,34 @@ mod tests {
     }
 
     #[test]
+    fn every_registered_method_is_a_spec() {
+        // The issue #16 selectors are found by name like the paper's methods, with the
+        // options every scoring method takes.
+        for m in Method::all() {
+            let (spec, p) = parse(m.as_str(), 0.15).unwrap();
+            assert_eq!((p.method, spec.name.as_str()), (m, m.as_str()));
+            assert_eq!(parse(&spec_of(&p), 0.15).unwrap().1, p, "{}", spec_of(&p));
+        }
+        for name in [
+            "floor",
+            "product",
+            "window",
+            "progressive",
+            "rank",
+            "kvdev",
+            "kdev",
+        ] {
+            let (_, p) = parse(&format!("{name}:sink=1;r=0.2"), 0.15).unwrap();
+            assert_eq!((p.method.as_str(), p.sink_tokens), (name, 1));
+            assert_eq!(p.budget, Budget::Ratio(0.2));
+            assert!(
+                parse(&format!("{name}:hybrid=0.5"), 0.15).is_err(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_options_are_refused() {
         for bad in [
             "magic",

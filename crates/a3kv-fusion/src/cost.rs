@@ -64,6 +64,28 @@ pub fn floor_share(c: &ModelConfig, t: usize, exact: usize, scores: bool, rows: 
     fused_macs(c, t, exact, scores, rows) / full
 }
 
+/// The extra multiply-adds of a second selection stage ([`crate::Selector::stage`]) as a
+/// share of a full prefill of `t` rows: candidates at positions `rows` that were dropped
+/// after running the check layer's attention and MLP and `layers_after_check` further
+/// layers in full ([`fused_macs`] counts only the rows kept; their check-layer q/k/v is
+/// counted there already).
+pub fn dropped_candidates_share(
+    c: &ModelConfig,
+    t: usize,
+    rows: &[u32],
+    layers_after_check: usize,
+) -> f64 {
+    let full = full_macs(c, t);
+    if full <= 0.0 || rows.is_empty() {
+        return 0.0;
+    }
+    let (qkv, rest) = row_macs(c);
+    let n = rows.len() as f64;
+    let attn: f64 = rows.iter().map(|&p| attention_macs(c, p)).sum();
+    let per_layer = n * (qkv + rest) + attn;
+    ((layers_after_check as f64 + 1.0) * per_layer - n * qkv) / full
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +117,20 @@ mod tests {
         let want = (full_macs(&c, 300) / c.num_layers as f64 + 300.0 * row_macs(&c).0)
             / full_macs(&c, 300);
         assert!((floor_share(&c, 300, 1, true, &[]) - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn dropped_candidates_cost_what_their_extra_layers_cost() {
+        let c = tiny_config(Family::Llama);
+        let kept: Vec<u32> = (100..130).collect();
+        let dropped: Vec<u32> = (130..160).collect();
+        assert_eq!(dropped_candidates_share(&c, 300, &[], 1), 0.0);
+        // Dropped rows that ran every layer from the check layer on cost as much as rows kept.
+        let all: Vec<u32> = (100..160).collect();
+        let layers = c.num_layers - 2; // check layer 1, stage at the last layer
+        let both = floor_share(&c, 300, 1, true, &kept)
+            + dropped_candidates_share(&c, 300, &dropped, layers);
+        assert!((both - floor_share(&c, 300, 1, true, &all)).abs() < 1e-12);
+        assert!(dropped_candidates_share(&c, 300, &dropped, 1) > 0.0);
     }
 }

@@ -13,10 +13,23 @@ use crate::chunk::{precompute_chunk, ChunkKv};
 use crate::evict::evict;
 use crate::prompt::RagPrompt;
 use crate::report::FusionReport;
-use crate::select::ScoreInput;
+use crate::select::{ScoreInput, StageInput};
 use crate::selection::{
     auto_k, budget_k, chosen_ratio, chunk_starts, select_with_sinks, Budget, FusionParams, Method,
 };
+
+/// A second scoring stage waiting for its layer ([`crate::Selector::stage`]).
+#[derive(Debug)]
+struct PendingStage {
+    /// The stage's layer.
+    layer: usize,
+    /// Rows to keep (the budget).
+    k: usize,
+    /// Sink rows (document-relative, ascending), kept first.
+    sinks: Vec<usize>,
+    /// The candidates' scores, once the stage layer's attention ran.
+    scores: Option<Vec<f32>>,
+}
 use crate::{FusionError, Result};
 
 /// The cached, not yet re-positioned KV of a whole prompt at one layer.
@@ -145,6 +158,10 @@ pub struct FusionRun {
     layers: Vec<LayerKv>,
     question_q: Vec<Tensor>,
     fixed_selection: Option<Vec<usize>>,
+    stage: Option<PendingStage>,
+    /// Candidates a second stage dropped (global rows) and the layers they ran after the
+    /// check layer, for the cost floor.
+    dropped: (Vec<u32>, usize),
     next_layer: usize,
     report: FusionReport,
     started: Instant,
@@ -176,6 +193,8 @@ impl FusionRun {
             layers: Vec::new(),
             question_q: Vec::new(),
             fixed_selection: None,
+            stage: None,
+            dropped: (Vec::new(), 0),
             next_layer: 0,
             started: Instant::now(),
         })
@@ -256,10 +275,16 @@ impl FusionRun {
         let q_question = model
             .rope()
             .apply(&q_rows_all.narrow(1, qr[0] as usize, qr.len())?, &qr)?;
-        let v_cached = if n_doc > 0 && selector.needs_cached_v(&self.params) {
-            Some(cached.layer(c)?.1)
+        let (k_cached, v_cached) = if n_doc > 0 && selector.needs_cached_v(&self.params) {
+            let (k_pre, v) = cached.layer(c)?;
+            let k_cached = if selector.needs_cached_k(&self.params) {
+                Some(model.rope().apply(&k_pre, &pos)?)
+            } else {
+                None
+            };
+            (k_cached, Some(v))
         } else {
-            None
+            (None, None)
         };
         let (scores, mass) = if self.fixed_selection.is_some() {
             (Vec::new(), None)
@@ -271,6 +296,7 @@ impl FusionRun {
                     k_fresh: &k,
                     v_fresh: &qkv.v,
                     v_cached: v_cached.as_ref(),
+                    k_cached: k_cached.as_ref(),
                 },
                 &self.params,
             )?
@@ -291,6 +317,9 @@ impl FusionRun {
             b => budget_k(b, &self.prompt),
         };
         let sinks = chunk_starts(&self.prompt, self.params.sink_tokens);
+        let stage = selector
+            .stage(&self.params)
+            .filter(|s| c + s.layers_after_check.max(1) < model.num_layers());
         let sel = match self.fixed_selection.take() {
             Some(mut rows) => {
                 rows.retain(|&r| r < n_doc);
@@ -298,7 +327,24 @@ impl FusionRun {
                 rows.dedup();
                 rows
             }
-            None => select_with_sinks(&scores, k_budget, &sinks),
+            None => match stage {
+                Some(st) => {
+                    // Candidates: a larger set, narrowed to `k_budget` at the stage layer.
+                    let n_cand = ((k_budget as f64 * st.candidate_factor.max(1.0)).ceil() as usize)
+                        .min(n_doc);
+                    let cand = selector.select(&self.prompt, &scores, n_cand, &sinks);
+                    if cand.len() > k_budget {
+                        self.stage = Some(PendingStage {
+                            layer: c + st.layers_after_check.max(1),
+                            k: k_budget,
+                            sinks: sinks.clone(),
+                            scores: None,
+                        });
+                    }
+                    cand
+                }
+                None => selector.select(&self.prompt, &scores, k_budget, &sinks),
+            },
         };
         self.report.selection_secs = ts.elapsed().as_secs_f64();
         self.set_rows(&sel);
@@ -376,6 +422,13 @@ impl FusionRun {
         let q = model.rope().apply(q, &self.rows)?;
         let k = model.rope().apply(k, &self.rows)?;
         write_rows(&k_f, &self.rows, &k)?;
+        let stage_here = self.stage.as_ref().is_some_and(|s| s.layer == l);
+        let v_cached_rows = if stage_here {
+            let idx = Tensor::from_slice(&self.rows, self.rows.len(), v_cached.device())?;
+            Some(v_cached.index_select(&idx, 1)?)
+        } else {
+            None
+        };
         // The cached V is this call's own (the trait's contract): written in place, or
         // copied first when it is not contiguous.
         let v_f = if v_cached.is_contiguous() {
@@ -384,6 +437,30 @@ impl FusionRun {
             v_cached.contiguous()?
         };
         write_rows(&v_f, &self.rows, v)?;
+        if let Some(v_cached_rows) = v_cached_rows {
+            let scores = self.params.method.selector().stage_scores(
+                &StageInput {
+                    prompt: &self.prompt,
+                    rows: &self.rows,
+                    q_rows: &q,
+                    k_fused: &k_f,
+                    v_rows: v,
+                    v_cached_rows: &v_cached_rows,
+                },
+                &self.params,
+            )?;
+            let n_cand = self.rows.len() - self.prompt.question_len();
+            if scores.len() != n_cand {
+                return Err(FusionError::InvalidParameter(format!(
+                    "{} scored {} of {n_cand} candidates",
+                    self.params.method,
+                    scores.len()
+                )));
+            }
+            if let Some(s) = self.stage.as_mut() {
+                s.scores = Some(scores);
+            }
+        }
         let a = model.layer_attention(l, &q, &self.rows, &k_f, &v_f, &self.positions)?;
         self.push_question_q(&q)?;
         self.layers.push(model.cache_layer(k_f, v_f)?);
@@ -406,8 +483,48 @@ impl FusionRun {
             )));
         }
         self.hidden = Some(hidden);
+        if self
+            .stage
+            .as_ref()
+            .is_some_and(|s| s.layer == self.next_layer)
+        {
+            self.narrow_to_stage()?;
+        }
         self.next_layer += 1;
         self.report.selective_secs += secs;
+        Ok(())
+    }
+
+    /// Keeps the candidates the second stage ranks best (sinks first), up to its budget,
+    /// with the question rows; the others keep their recomputed KV up to this layer.
+    fn narrow_to_stage(&mut self) -> Result<()> {
+        let Some(stage) = self.stage.take() else {
+            return Ok(());
+        };
+        let scores = stage.scores.ok_or_else(|| {
+            FusionError::InvalidParameter("second stage ended without scores".into())
+        })?;
+        let p = self.prompt.prefix_len() as u32;
+        let n_cand = scores.len();
+        // Sinks among the candidates, as candidate indices.
+        let sinks: Vec<usize> = self.rows[..n_cand]
+            .iter()
+            .enumerate()
+            .filter(|(_, &r)| stage.sinks.binary_search(&((r - p) as usize)).is_ok())
+            .map(|(i, _)| i)
+            .collect();
+        let keep = select_with_sinks(&scores, stage.k, &sinks);
+        let mut keep_idx: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
+        keep_idx.extend(n_cand as u32..self.rows.len() as u32);
+        let dropped: Vec<u32> = (0..n_cand)
+            .filter(|i| keep.binary_search(i).is_err())
+            .map(|i| self.rows[i])
+            .collect();
+        self.dropped = (dropped, self.next_layer - self.check_layer);
+        let hidden = self.hidden()?;
+        let idx = Tensor::from_slice(&keep_idx, keep_idx.len(), hidden.device())?;
+        self.hidden = Some(hidden.index_select(&idx, 0)?);
+        self.rows = keep_idx.iter().map(|&i| self.rows[i as usize]).collect();
         Ok(())
     }
 
@@ -445,7 +562,13 @@ impl FusionRun {
         let scores = self.params.method.selector().scores_at_check_layer();
         let exact = if scores { self.check_layer } else { 0 };
         self.report.flop_floor =
-            crate::cost::floor_share(model.config(), self.prompt.len(), exact, scores, &self.rows);
+            crate::cost::floor_share(model.config(), self.prompt.len(), exact, scores, &self.rows)
+                + crate::cost::dropped_candidates_share(
+                    model.config(),
+                    self.prompt.len(),
+                    &self.dropped.0,
+                    self.dropped.1,
+                );
         if with_selection {
             self.report.selected_positions = Some(self.rows[..recomputed].to_vec());
         }

@@ -1,7 +1,36 @@
 //! The A^3/CacheBlend hybrid score: `w·a3 + (1−w)·cacheblend` of the two scores, each
 //! normalised to sum 1, so neither scale dominates. `a3` uses it when `hybrid_weight` is set.
 
-use crate::selection::normalise;
+use super::cacheblend::v_deviation;
+use super::ScoreInput;
+use crate::a3::a3_scores;
+use crate::selection::{normalise, FusionParams};
+use crate::Result;
+
+/// The weight of the A^3 side in the selections that mix both scores with no weight of
+/// their own (`floor`, `window`, `progressive`): equal shares of the two normalised scores,
+/// as the server's default hybrid.
+pub const EQUAL_MIX: f32 = 0.5;
+
+/// A^3's question attention (smoothed with `params.pooling_width`) and CacheBlend's
+/// deviation, one per document row each. Without a cached V (no document rows) both are
+/// empty.
+pub fn a3_and_deviation(
+    input: &ScoreInput<'_>,
+    params: &FusionParams,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let Some(v_cached) = input.v_cached else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let a3 = a3_scores(
+        input.q_question,
+        input.k_fresh,
+        input.prompt.prefix_len(),
+        params.pooling_width,
+    )?;
+    let dev = v_deviation(input.v_fresh, v_cached, input.prompt)?;
+    Ok((a3, dev))
+}
 
 /// Mixes question attention `a3` and V deviation `deviation` (same length) with weight `w`
 /// on the A^3 side.

@@ -4,19 +4,30 @@
 //!
 //! Adding a method is one new file here with a `Selector` and one line in [`REGISTRY`]; the
 //! HTTP API, the configuration and the CLI find it by name (see [`Method`]).
+//!
+//! Beside the paper's methods: selections that mix A^3's question attention with
+//! CacheBlend's deviation in other ways (issue #16, README "Quality"): `floor` (a per-chunk
+//! minimum share), `product` (relevance × deviation), `window` (whole windows of rows) and
+//! `progressive` (a larger candidate set narrowed at a deeper layer, [`Selector::stage`]).
 
 mod a3;
 mod cacheblend;
 mod epic;
+mod floor;
 mod full;
 pub mod hybrid;
+mod kvdev;
+mod product;
+mod progressive;
+mod rank;
 mod reuse;
+mod window;
 
 use a3kv_model::Tensor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::prompt::RagPrompt;
-use crate::selection::FusionParams;
+use crate::selection::{select_with_sinks, FusionParams};
 use crate::{FusionError, Result};
 
 pub use cacheblend::v_deviation;
@@ -35,6 +46,42 @@ pub struct ScoreInput<'a> {
     /// Cached values of every row at layer `c` (`[H_kv, T, d]`), present when the selector
     /// asked for them ([`Selector::needs_cached_v`]) and the prompt has document rows.
     pub v_cached: Option<&'a Tensor>,
+    /// Cached keys of every row at layer `c`, re-positioned (RoPE at their positions in
+    /// this prompt; `[H_kv, T, d]`), present when the selector asked for them
+    /// ([`Selector::needs_cached_k`]) along with the cached V.
+    pub k_cached: Option<&'a Tensor>,
+}
+
+/// What a second scoring stage ([`Selector::stage`]) sees at its layer `l` (after the check
+/// layer): the candidates have been recomputed through layer `l − 1` and their layer-`l`
+/// q/k/v computed.
+#[derive(Debug)]
+pub struct StageInput<'a> {
+    /// The prompt being fused.
+    pub prompt: &'a RagPrompt,
+    /// Rows computed so far (global, ascending): the candidate document rows, then the
+    /// question rows.
+    pub rows: &'a [u32],
+    /// RoPE'd queries of `rows` at layer `l`: `[H, |rows|, d]`.
+    pub q_rows: &'a Tensor,
+    /// RoPE'd keys of layer `l` over every row, fresh at `rows`, cached elsewhere:
+    /// `[H_kv, T, d]`.
+    pub k_fused: &'a Tensor,
+    /// Fresh values of `rows` at layer `l`: `[H_kv, |rows|, d]`.
+    pub v_rows: &'a Tensor,
+    /// Cached values of `rows` at layer `l` (zeros for question rows): `[H_kv, |rows|, d]`.
+    pub v_cached_rows: &'a Tensor,
+}
+
+/// A second scoring stage (progressive filtering): the check layer selects a larger
+/// candidate set, every candidate is recomputed up to layer `check + layers_after_check`,
+/// where [`Selector::stage_scores`] narrows them to the budget `k`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    /// The stage's layer, counted from the check layer (`>= 1`).
+    pub layers_after_check: usize,
+    /// Candidates selected at the check layer, as a multiple of `k` (`>= 1`).
+    pub candidate_factor: f64,
 }
 
 /// A selection method.
@@ -59,6 +106,12 @@ pub trait Selector: Sync {
 
     /// Whether [`Selector::scores`] reads the cached V of the check layer.
     fn needs_cached_v(&self, _params: &FusionParams) -> bool {
+        false
+    }
+
+    /// Whether [`Selector::scores`] also reads the cached K of the check layer (only asked
+    /// when [`Selector::needs_cached_v`] is true).
+    fn needs_cached_k(&self, _params: &FusionParams) -> bool {
         false
     }
 
@@ -88,6 +141,28 @@ pub trait Selector: Sync {
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         Ok((self.scores(input, params)?, None))
     }
+
+    /// The document rows to recompute (document-relative, ascending), at most `k`, from
+    /// [`Selector::scores`]; `sinks` (ascending) are the chunk-start rows the request asked
+    /// for. By default the sinks, then the top of the scores ([`select_with_sinks`]).
+    fn select(&self, _prompt: &RagPrompt, scores: &[f32], k: usize, sinks: &[usize]) -> Vec<usize> {
+        select_with_sinks(scores, k, sinks)
+    }
+
+    /// A second scoring stage, if the method has one (see [`Stage`]).
+    fn stage(&self, _params: &FusionParams) -> Option<Stage> {
+        None
+    }
+
+    /// One score per candidate document row (the document rows of `input.rows`, in order)
+    /// at the stage's layer; the fused prefill keeps the sinks, then the top of these scores,
+    /// up to `k`.
+    fn stage_scores(&self, _input: &StageInput<'_>, _params: &FusionParams) -> Result<Vec<f32>> {
+        Err(FusionError::InvalidParameter(format!(
+            "{} has no second stage",
+            self.name()
+        )))
+    }
 }
 
 /// Every selection method, `full` first. One line per method.
@@ -97,6 +172,13 @@ pub static REGISTRY: &[&dyn Selector] = &[
     &cacheblend::CacheBlend,
     &epic::Epic,
     &a3::A3,
+    &floor::FLOOR,
+    &product::PRODUCT,
+    &window::WINDOW,
+    &progressive::PROGRESSIVE,
+    &rank::RANK,
+    &kvdev::KVDEV,
+    &kvdev::KDEV,
 ];
 
 /// A registered selection method, named as in [`REGISTRY`]. Serialised as its name.
@@ -192,6 +274,81 @@ impl<'de> Deserialize<'de> for Method {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let name = String::deserialize(d)?;
         name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Checks every scoring selector must pass on tiny random-weight models.
+#[cfg(test)]
+pub(crate) mod checks {
+    use a3kv_model::testing::{max_abs_diff, tiny_model};
+    use a3kv_model::Family;
+
+    use super::Method;
+    use crate::selection::{budget_k, chunk_starts, Budget, FusionParams};
+    use crate::{fused_prefill, precompute_chunk, RagPrompt};
+
+    /// `name` at `r = 1` equals a full prefill (logits and every layer's K/V, Llama and
+    /// Qwen2 shapes); at `r = 0.3` (with and without a sink token per chunk) it recomputes
+    /// exactly the budget's rows, all document rows, sinks included, and reports its name.
+    pub fn scoring_selector_is_exact_at_full_budget_and_keeps_the_budget(name: &str) {
+        let method: Method = name.parse().unwrap();
+        for family in [Family::Llama, Family::Qwen2] {
+            let model = tiny_model(family, 7).unwrap();
+            let ids = |n: u32, seed: u32| -> Vec<u32> {
+                (0..n).map(|i| (i * 7 + seed * 13 + 3) % 64).collect()
+            };
+            let chunks = vec![ids(17, 1), ids(9, 2), ids(30, 3), ids(12, 4)];
+            let prompt = RagPrompt::from_ids(&ids(5, 0), &chunks, &ids(6, 99)).unwrap();
+            let caches: Vec<_> = chunks
+                .iter()
+                .map(|c| precompute_chunk(&model, c, None).unwrap())
+                .collect();
+            let run =
+                |p: &FusionParams| fused_prefill(&model, &prompt, None, &caches, p, true).unwrap();
+            let full = run(&FusionParams::method(Method::Full));
+            let all = run(&FusionParams {
+                method,
+                budget: Budget::Ratio(1.0),
+                ..Default::default()
+            });
+            assert!(max_abs_diff(&all.logits, &full.logits) < 1e-4, "{name}");
+            for (a, b) in all.cache.layers.iter().zip(&full.cache.layers) {
+                assert!(
+                    max_abs_diff(&a.k().unwrap(), &b.k().unwrap()) < 1e-4,
+                    "{name}"
+                );
+                assert!(
+                    max_abs_diff(&a.v().unwrap(), &b.v().unwrap()) < 1e-4,
+                    "{name}"
+                );
+            }
+            assert_eq!(all.report.recomputed_tokens, 68, "{name}");
+            for sink in [0, 1] {
+                let params = FusionParams {
+                    method,
+                    budget: Budget::Ratio(0.3),
+                    sink_tokens: sink,
+                    ..Default::default()
+                };
+                let out = run(&params);
+                let k = budget_k(params.budget, &prompt);
+                assert_eq!(out.report.method, name);
+                assert_eq!(out.report.recomputed_tokens, k, "{name}");
+                let sel = out.report.selected_positions.unwrap();
+                let docs = prompt.doc_range();
+                assert!(sel.iter().all(|&r| docs.contains(&(r as usize))), "{name}");
+                for s in chunk_starts(&prompt, sink) {
+                    assert!(sel.contains(&((docs.start + s) as u32)), "{name}: sink {s}");
+                }
+                assert!(out.report.flop_floor > 0.0 && out.report.flop_floor < 1.0);
+                assert!(out
+                    .logits
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .all(|x| x.is_finite()));
+            }
+        }
     }
 }
 
