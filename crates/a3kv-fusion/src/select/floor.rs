@@ -4,7 +4,7 @@
 //! rows anywhere. So no chunk is left with its whole cache stale because a few salient
 //! chunks hold the top of the scores.
 
-use super::hybrid::{a3_and_deviation, hybrid_scores, EQUAL_MIX};
+use super::hybrid::equal_mix_with_mass;
 use super::{ScoreInput, Selector};
 use crate::prompt::RagPrompt;
 use crate::selection::{top_k, FusionParams};
@@ -46,8 +46,7 @@ impl Selector for Floor {
         input: &ScoreInput<'_>,
         params: &FusionParams,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let (a3, dev) = a3_and_deviation(input, params)?;
-        Ok((hybrid_scores(&a3, &dev, EQUAL_MIX), Some(a3)))
+        equal_mix_with_mass(input, params)
     }
 
     fn select(&self, prompt: &RagPrompt, scores: &[f32], k: usize, sinks: &[usize]) -> Vec<usize> {

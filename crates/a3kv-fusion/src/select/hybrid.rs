@@ -12,6 +12,16 @@ use crate::Result;
 /// as the server's default hybrid.
 pub const EQUAL_MIX: f32 = 0.5;
 
+/// The equal-mix hybrid score with A^3's score as the mass (for `"auto"` budgets): what the
+/// selections built on the hybrid (`floor`, `window`, `progressive`) rank by.
+pub fn equal_mix_with_mass(
+    input: &ScoreInput<'_>,
+    params: &FusionParams,
+) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    let (a3, dev) = a3_and_deviation(input, params)?;
+    Ok((hybrid_scores(&a3, &dev, EQUAL_MIX), Some(a3)))
+}
+
 /// A^3's question attention (smoothed with `params.pooling_width`) and CacheBlend's
 /// deviation, one per document row each. Without a cached V (no document rows) both are
 /// empty.

@@ -10,7 +10,7 @@
 
 use a3kv_model::Tensor;
 
-use super::hybrid::{a3_and_deviation, hybrid_scores, EQUAL_MIX};
+use super::hybrid::{equal_mix_with_mass, hybrid_scores, EQUAL_MIX};
 use super::{ScoreInput, Selector, Stage, StageInput};
 use crate::a3::a3_scores;
 use crate::selection::FusionParams;
@@ -53,8 +53,7 @@ impl Selector for Progressive {
         input: &ScoreInput<'_>,
         params: &FusionParams,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let (a3, dev) = a3_and_deviation(input, params)?;
-        Ok((hybrid_scores(&a3, &dev, EQUAL_MIX), Some(a3)))
+        equal_mix_with_mass(input, params)
     }
 
     fn stage(&self, _params: &FusionParams) -> Option<Stage> {

@@ -4,7 +4,7 @@
 //! hybrid score (A^3 + CacheBlend, equal mix) over its rows; whole windows are taken best
 //! first while they fit, and the last rows of the budget go to the best single rows.
 
-use super::hybrid::{a3_and_deviation, hybrid_scores, EQUAL_MIX};
+use super::hybrid::equal_mix_with_mass;
 use super::{ScoreInput, Selector};
 use crate::prompt::RagPrompt;
 use crate::selection::{top_k, FusionParams};
@@ -40,8 +40,7 @@ impl Selector for Window {
         input: &ScoreInput<'_>,
         params: &FusionParams,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let (a3, dev) = a3_and_deviation(input, params)?;
-        Ok((hybrid_scores(&a3, &dev, EQUAL_MIX), Some(a3)))
+        equal_mix_with_mass(input, params)
     }
 
     fn select(&self, prompt: &RagPrompt, scores: &[f32], k: usize, sinks: &[usize]) -> Vec<usize> {
