@@ -110,15 +110,6 @@ impl KvVec {
         }
     }
 
-    /// `len` zero elements of `dtype`.
-    pub fn zeros(dtype: KvDtype, len: usize) -> Self {
-        match dtype {
-            KvDtype::F32 => Self::F32(vec![0.0; len]),
-            KvDtype::F16 => Self::F16(vec![f16::ZERO; len]),
-            KvDtype::BF16 => Self::BF16(vec![bf16::ZERO; len]),
-        }
-    }
-
     /// The element type.
     pub fn dtype(&self) -> KvDtype {
         match self {

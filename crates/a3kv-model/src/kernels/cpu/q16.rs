@@ -1,9 +1,9 @@
-//! The token-by-token product on integer dot products: Q4_1 or Q8_0 weights against one
-//! activation row quantised to 16 bits per 32-value block (a decode step).
+//! The token-by-token product on integer dot products: Q4_1 weights against one activation
+//! row quantised to 16 bits per 32-value block (a decode step).
 //!
 //! Each activation row is quantised once per product ([`ActQ16::quantize`]): per block, the
 //! scale `dx = max|x| / 32767`, codes `round(x / dx)`, and the exact f32 sum `Σx`. A weight
-//! block `w = dw·q + m` (Q8_0: `m = 0`) contributes `dw·dx·Σ q·qx + m·Σx`. The first sum is exact in
+//! block `w = dw·q + m` contributes `dw·dx·Σ q·qx + m·Σx`. The first sum is exact in
 //! 32-bit integers, thirty-two products per AVX-512 VNNI `vpdpwssd`: per 32 weights one
 //! instruction where the exact kernel (`avx512.rs`) widens the codes to f32, looks up their
 //! values and issues two FMAs. The price is the activations' rounding, at most half a step
@@ -33,9 +33,8 @@ pub fn available() -> bool {
 
 /// Whether the integer path takes `m` activation rows against `w` on this CPU.
 pub fn takes(w: &QMatrix, m: usize) -> bool {
-    // Q8_0 (SmolLM2's LM head) runs here too, but measured no faster than the exact kernel
-    // (`a3kv bench decode --kernels`: 4.1 vs 3.9 ms for [1, 576] x [49152, 576]), so only
-    // Q4_1 takes it.
+    // Q8_0 (SmolLM2's LM head) was tried on this path too and measured no faster than the
+    // exact kernel (`a3kv bench decode --kernels`: 4.1 vs 3.9 ms for [1, 576] x [49152, 576]).
     w.format() == QuantFormat::Q4_1 && (1..=MAX_ROWS).contains(&m) && available()
 }
 
@@ -89,11 +88,6 @@ impl ActQ16 {
         }
         a
     }
-
-    /// Rows quantised.
-    pub fn rows(&self) -> usize {
-        self.m
-    }
 }
 
 /// `y` (|y| ≤ 32767) rounded to the nearest integer, ties to even: adding and subtracting
@@ -117,7 +111,6 @@ pub fn qmatmul_rows_reference(
     let m = x.m;
     for (i, n) in rows.enumerate() {
         let (ws, wm) = (w.row_scales(n), w.row_mins(n));
-        let min = |b: usize| wm.get(b).map_or(0.0, |v| v.to_f32()); // Q8_0: none
         for r in 0..m {
             let mut total = 0f32;
             #[allow(clippy::needless_range_loop)] // `b` indexes four arrays and the codes
@@ -129,7 +122,8 @@ pub fn qmatmul_rows_reference(
                     .map(|(i, &c)| w.code(n, b * BLOCK + i) * i32::from(c))
                     .sum();
                 let s = x.scales[r * x.padded + b];
-                total += ws[b].to_f32() * s * dot as f32 + min(b) * x.sums[r * x.padded + b];
+                total +=
+                    ws[b].to_f32() * s * dot as f32 + wm[b].to_f32() * x.sums[r * x.padded + b];
             }
             out[i * m + r] = total;
         }
@@ -139,9 +133,10 @@ pub fn qmatmul_rows_reference(
 /// Same contract as [`qmatmul_rows_reference`], on AVX-512 VNNI for up to four activation
 /// rows; the twin otherwise.
 ///
-/// Panics if `x` was quantised for other columns, `rows` is past `w`, or `out` is shorter
+/// Panics if `w` is not Q4_1, `x` was quantised for other columns, `rows` is past `w`, or `out` is shorter
 /// than `rows.len() · x.rows()`.
 pub fn qmatmul_rows(w: &QMatrix, x: &ActQ16, rows: std::ops::Range<usize>, out: &mut [f32]) {
+    assert_eq!(w.format(), QuantFormat::Q4_1, "q16 path: Q4_1 weights only");
     assert_eq!(
         x.blocks * BLOCK,
         w.cols(),
@@ -161,7 +156,7 @@ mod vnni {
     use std::arch::x86_64::*;
 
     use super::ActQ16;
-    use crate::quant::{QMatrix, QuantFormat, BLOCK};
+    use crate::quant::{QMatrix, BLOCK};
 
     /// Weight rows per tile.
     const NR: usize = 4;
@@ -179,12 +174,10 @@ mod vnni {
         while n < rows.end {
             let nr = (rows.end - n).min(NR);
             let o = &mut out[(n - rows.start) * x.m..];
-            let q4 = w.format() == QuantFormat::Q4_1;
             macro_rules! go {
                 ($($a:literal $b:literal),*) => {
-                    match (nr, x.m, q4) {
-                        $(($a, $b, true) => tile::<$a, $b, true>(w, x, n, o),
-                          ($a, $b, false) => tile::<$a, $b, false>(w, x, n, o),)*
+                    match (nr, x.m) {
+                        $(($a, $b) => tile::<$a, $b>(w, x, n, o),)*
                         _ => unreachable!("tile sizes are 1..=4"),
                     }
                 };
@@ -194,10 +187,9 @@ mod vnni {
         }
     }
 
-    /// Weight rows `n0..n0 + TN` (Q4_1 when `Q4`, else Q8_0) against all `TM` activation
-    /// rows: `out[i · TM + j]`.
+    /// Weight rows `n0..n0 + TN` against all `TM` activation rows: `out[i · TM + j]`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn tile<const TN: usize, const TM: usize, const Q4: bool>(
+    unsafe fn tile<const TN: usize, const TM: usize>(
         w: &QMatrix,
         x: &ActQ16,
         n0: usize,
@@ -226,12 +218,10 @@ mod vnni {
                     let dx = _mm512_maskz_loadu_ps(k, xd[j].add(g));
                     _mm512_storeu_ps(cbuf[i][j].as_mut_ptr(), _mm512_mul_ps(dw, dx));
                 }
-                if Q4 {
-                    let mw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, wm[i].add(g)));
-                    for j in 0..TM {
-                        let sx = _mm512_maskz_loadu_ps(k, xs[j].add(g));
-                        accm[i][j] = _mm512_fmadd_ps(mw, sx, accm[i][j]);
-                    }
+                let mw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, wm[i].add(g)));
+                for j in 0..TM {
+                    let sx = _mm512_maskz_loadu_ps(k, xs[j].add(g));
+                    accm[i][j] = _mm512_fmadd_ps(mw, sx, accm[i][j]);
                 }
             }
             // Block pairs: 32 code bytes hold the pair's two blocks in their low and high
@@ -242,17 +232,10 @@ mod vnni {
                 let mut lo = [_mm512_setzero_si512(); TN];
                 let mut hi = [_mm512_setzero_si512(); TN];
                 for i in 0..TN {
-                    if Q4 {
-                        let p = wc[i].add(b * 16);
-                        let raw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(p.cast()));
-                        lo[i] = _mm512_and_si512(raw, nibble);
-                        hi[i] = _mm512_srli_epi16::<4>(raw);
-                    } else {
-                        // Q8_0: a block's 32 signed codes, sign-extended.
-                        let p = wc[i].add(b * BLOCK);
-                        lo[i] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.cast()));
-                        hi[i] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.add(BLOCK).cast()));
-                    }
+                    let p = wc[i].add(b * 16);
+                    let raw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(p.cast()));
+                    lo[i] = _mm512_and_si512(raw, nibble);
+                    hi[i] = _mm512_srli_epi16::<4>(raw);
                 }
                 for j in 0..TM {
                     let x0 = _mm512_loadu_si512(xq[j].add(b * BLOCK).cast());
@@ -304,8 +287,6 @@ mod tests {
             (9, 1536, QuantFormat::Q4_1),
             (6, 960, QuantFormat::Q4_1),
             (5, 64, QuantFormat::Q4_1),
-            (37, 576, QuantFormat::Q8_0),
-            (6, 96, QuantFormat::Q8_0),
         ] {
             let w = QMatrix::quantize(format, rows, cols, &data(rows * cols, 1)).unwrap();
             let wd = w.dequantize();
