@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::attention::causal_attention;
 use crate::kernels::cpu::attention::batched_decode_attention;
 use crate::kv::{KvCache, LayerKv};
-use crate::quant::{qmatmul, QMatrix, QuantFormat, QuantLayerWeights, QuantWeights};
+use crate::quant::{DecodeMatrix, QuantFormat, QuantLayerWeights, QuantWeights};
 use crate::rope::Rope;
 use crate::weights::ModelWeights;
 use crate::{DecodeWeights, Fingerprint, FingerprintBuilder, ModelConfig, ModelError, Result};
@@ -78,12 +78,10 @@ fn quantized_fingerprint(base: &Fingerprint, max_rows: usize) -> Fingerprint {
     fp.bytes("weights", &base.0)
         .bytes("quantized_max_rows", &(max_rows as u64).to_le_bytes());
     if crate::kernels::cpu::q16::available() {
-        // Products of up to `q16::MAX_ROWS` rows round their activations to 16 bits on this
-        // CPU: another computation, so another identity for the chunks it computes.
-        fp.bytes(
-            "q16_activation_rows",
-            &(crate::kernels::cpu::q16::MAX_ROWS as u64).to_le_bytes(),
-        );
+        // Every quantised product rounds its activations to 16 bits on this CPU (the
+        // interleaved layout, `DecodeMatrix::for_this_cpu`): another computation, so another
+        // identity for the chunks it computes.
+        fp.bytes("q16_packed_max_rows", &(max_rows as u64).to_le_bytes());
     }
     fp.finish()
 }
@@ -215,10 +213,10 @@ impl Model {
     }
 
     /// `x [n, in] · w_t [in, out]`, on `q` (`[out, in]`) when `n` is small enough.
-    fn project(&self, x: &Tensor, w_t: &Tensor, q: Option<&QMatrix>) -> Result<Tensor> {
+    fn project(&self, x: &Tensor, w_t: &Tensor, q: Option<&DecodeMatrix>) -> Result<Tensor> {
         if let Some(q) = q {
             if x.dim(0)? <= self.quant_max_rows {
-                return qmatmul(x, q);
+                return q.matmul(x);
             }
         }
         Ok(x.matmul(w_t)?)

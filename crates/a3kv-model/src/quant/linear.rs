@@ -15,7 +15,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::QMatrix;
+use super::{PackedMatrix, QMatrix, GROUP};
 use crate::kernels::cpu::{q16, qmatmul_rows, Isa};
 use crate::{ModelError, Result};
 
@@ -38,6 +38,22 @@ struct SharedOut {
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
+    /// Writes `src` to output row `r`, columns `first..first + src.len()`.
+    fn store_row_part(&self, r: usize, first: usize, src: &[f32]) {
+        assert!(
+            r < self.m && first + src.len() <= self.rows,
+            "qmatmul: past the output"
+        );
+        // SAFETY: in bounds (checked above) and this task's own columns.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.ptr.add(r * self.rows + first),
+                src.len(),
+            )
+        };
+    }
+
     /// Writes weight rows `start..start + len` from the kernel's `[len, m]` order.
     fn store(&self, start: usize, local: &[f32]) {
         let len = local.len() / self.m;
@@ -52,20 +68,14 @@ impl SharedOut {
     }
 }
 
-/// `out [m, w.rows()] = x [m, w.cols()] · Wᵀ`, row-major: with `isa`'s exact kernel, or with
-/// `q16` on integer dot products of 16-bit activations ([`crate::kernels::cpu::q16`]).
-fn product(isa: Isa, q16: bool, w: &QMatrix, x: &[f32], m: usize) -> Result<Vec<f32>> {
+/// `out [m, w.rows()] = x [m, w.cols()] · Wᵀ`, row-major, with `isa`'s exact kernel.
+fn product(isa: Isa, w: &QMatrix, x: &[f32], m: usize) -> Result<Vec<f32>> {
     if x.len() != m * w.cols() {
         return Err(ModelError::BadArgument(format!(
             "qmatmul: {} activations for [{m}, {}]",
             x.len(),
             w.cols()
         )));
-    }
-    if q16 {
-        // Quantised once here, read by every task.
-        let acts = q16::ActQ16::quantize(x, m, w.cols());
-        return Ok(split(w, m, |r, o| q16::qmatmul_rows(w, &acts, r, o)));
     }
     Ok(split(w, m, |r, o| qmatmul_rows(isa, w, x, m, r, o)))
 }
@@ -116,11 +126,120 @@ fn split(
     out
 }
 
+/// `x [m, w.cols()] · Wᵀ` on the interleaved layout ([`q16::qmatmul_packed`]): the
+/// activations quantised once, groups of 16 rows split over the rayon pool.
+fn packed_product(w: &PackedMatrix, x: &[f32], m: usize) -> Result<Vec<f32>> {
+    if x.len() != m * w.cols() {
+        return Err(ModelError::BadArgument(format!(
+            "qmatmul: {} activations for [{m}, {}]",
+            x.len(),
+            w.cols()
+        )));
+    }
+    let acts = q16::ActQ16::quantize(x, m, w.cols());
+    let (rows, groups) = (w.rows(), w.groups());
+    let threads = rayon::current_num_threads();
+    let per_task = groups.div_ceil(4 * threads).max(1);
+    let parallel = threads > 1 && rows * w.cols() * m >= PARALLEL_MIN_MACS;
+    if m == 1 {
+        // The kernel's [1, 16·groups] is the output, padded to whole groups.
+        let mut out = vec![0f32; groups * GROUP];
+        if parallel {
+            out.par_chunks_mut(per_task * GROUP)
+                .enumerate()
+                .for_each(|(t, o)| {
+                    let start = t * per_task;
+                    q16::qmatmul_packed(w, &acts, start..start + o.len() / GROUP, o)
+                });
+        } else {
+            q16::qmatmul_packed(w, &acts, 0..groups, &mut out);
+        }
+        out.truncate(rows);
+        return Ok(out);
+    }
+    let mut out = vec![0f32; m * rows];
+    let shared = SharedOut {
+        ptr: out.as_mut_ptr(),
+        rows,
+        m,
+    };
+    let task = |start: usize, end: usize| {
+        let len = (end - start) * GROUP;
+        let mut local = vec![0f32; m * len];
+        q16::qmatmul_packed(w, &acts, start..end, &mut local);
+        let first = start * GROUP;
+        let keep = len.min(rows - first);
+        for j in 0..m {
+            shared.store_row_part(j, first, &local[j * len..][..keep]);
+        }
+    };
+    if parallel {
+        (0..groups.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|t| task(t * per_task, ((t + 1) * per_task).min(groups)));
+    } else {
+        task(0, groups);
+    }
+    Ok(out)
+}
+
+struct PackedMatMul<'a> {
+    w: &'a PackedMatrix,
+}
+
+impl CustomOp1 for PackedMatMul<'_> {
+    fn name(&self) -> &'static str {
+        "a3kv-qmatmul-packed"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("qmatmul: f32 only");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("qmatmul: input must be contiguous");
+        };
+        let (m, _) = layout.shape().dims2()?;
+        let out = packed_product(self.w, &data[start..end], m)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok((CpuStorage::F32(out), Shape::from((m, self.w.rows()))))
+    }
+}
+
+/// `x · Wᵀ` on the interleaved layout: integer dot products of 16-bit activations, 16
+/// weight rows per instruction ([`q16::qmatmul_packed`]; plain Rust without AVX-512 VNNI).
+/// Errors as [`qmatmul`].
+pub fn qmatmul_packed(x: &Tensor, w: &PackedMatrix) -> Result<Tensor> {
+    apply(x, w.rows(), w.cols(), &PackedMatMul { w })
+}
+
+/// Checks `x` against a `[rows, cols]` matrix, runs `op` on it in f32 and hands the result
+/// back in `x`'s dtype.
+fn apply(x: &Tensor, rows: usize, cols: usize, op: &impl CustomOp1) -> Result<Tensor> {
+    let (_, k) = x.dims2()?;
+    if k != cols {
+        return Err(ModelError::BadArgument(format!(
+            "qmatmul: x {:?} by a [{rows}, {cols}] matrix",
+            x.dims(),
+        )));
+    }
+    if !x.device().is_cpu() {
+        return Err(ModelError::BadArgument(
+            "qmatmul: quantised weights run on the CPU only".into(),
+        ));
+    }
+    let dtype = x.dtype();
+    let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(op)?;
+    Ok(y.to_dtype(dtype)?)
+}
+
 struct QMatMul<'a> {
     w: &'a QMatrix,
     isa: Isa,
-    /// The integer path ([`crate::kernels::cpu::q16`]) instead of `isa`'s exact kernel.
-    q16: bool,
 }
 
 impl CustomOp1 for QMatMul<'_> {
@@ -140,49 +259,22 @@ impl CustomOp1 for QMatMul<'_> {
             candle_core::bail!("qmatmul: input must be contiguous");
         };
         let (m, _) = layout.shape().dims2()?;
-        let out = product(self.isa, self.q16, self.w, &data[start..end], m)
+        let out = product(self.isa, self.w, &data[start..end], m)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         Ok((CpuStorage::F32(out), Shape::from((m, self.w.rows()))))
     }
 }
 
 /// `x · Wᵀ`: `x` `[m, w.cols()]` (any float dtype, CPU) → `[m, w.rows()]` in `x`'s dtype,
-/// with the fastest kernel this CPU runs: for a few rows of Q4_1 on AVX-512 VNNI, integer dot
-/// products of 16-bit activations ([`crate::kernels::cpu::q16`]);
-/// otherwise the exact kernel of [`qmatmul_with`]. Errors on a shape mismatch or a non-CPU
-/// tensor.
+/// with the fastest exact kernel this CPU runs (the dequantised weights times f32
+/// activations). Errors on a shape mismatch or a non-CPU tensor.
 pub fn qmatmul(x: &Tensor, w: &QMatrix) -> Result<Tensor> {
-    let m = x.dims2()?.0;
-    run(x, w, Isa::detect(), q16::takes(w, m))
+    qmatmul_with(x, w, Isa::detect())
 }
 
-/// `x · Wᵀ` with a chosen exact kernel (the dequantised weights times f32 activations; the
-/// reference twin when `isa` is not available).
+/// `x · Wᵀ` with a chosen exact kernel (the reference twin when `isa` is not available).
 pub fn qmatmul_with(x: &Tensor, w: &QMatrix, isa: Isa) -> Result<Tensor> {
-    run(x, w, isa, false)
-}
-
-fn run(x: &Tensor, w: &QMatrix, isa: Isa, q16: bool) -> Result<Tensor> {
-    let (_, k) = x.dims2()?;
-    if k != w.cols() {
-        return Err(ModelError::BadArgument(format!(
-            "qmatmul: x {:?} by a [{}, {}] matrix",
-            x.dims(),
-            w.rows(),
-            w.cols()
-        )));
-    }
-    if !x.device().is_cpu() {
-        return Err(ModelError::BadArgument(
-            "qmatmul: quantised weights run on the CPU only".into(),
-        ));
-    }
-    let dtype = x.dtype();
-    let y = x
-        .to_dtype(DType::F32)?
-        .contiguous()?
-        .apply_op1_no_bwd(&QMatMul { w, isa, q16 })?;
-    Ok(y.to_dtype(dtype)?)
+    apply(x, w.rows(), w.cols(), &QMatMul { w, isa })
 }
 
 #[cfg(test)]
@@ -226,18 +318,19 @@ mod tests {
         assert!(qmatmul(&bad, &w).is_err());
     }
 
-    /// The default product on one row: the integer path where the CPU has it, within the
+    /// The interleaved product (the split over groups, padding rows cut off) within the
     /// activations' rounding of the exact product (≤ 1/65534 of each block's largest value).
     #[test]
-    fn default_product_on_few_rows_is_within_the_activation_rounding() {
+    fn packed_product_is_within_the_activation_rounding() {
         let (rows, cols) = (300, 576);
         let wf: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5)
             .collect();
         let w = QMatrix::quantize(QuantFormat::Q4_1, rows, cols, &wf).unwrap();
-        for m in [1, 3] {
+        let p = PackedMatrix::pack(&w);
+        for m in [1, 3, 17] {
             let x = Tensor::randn(0f32, 1.0, (m, cols), &Device::Cpu).unwrap();
-            let got: Vec<Vec<f32>> = qmatmul(&x, &w).unwrap().to_vec2().unwrap();
+            let got: Vec<Vec<f32>> = qmatmul_packed(&x, &p).unwrap().to_vec2().unwrap();
             let exact: Vec<Vec<f32>> = qmatmul_with(&x, &w, Isa::Scalar)
                 .unwrap()
                 .to_vec2()

@@ -9,10 +9,14 @@
 //! first-token KL to ~3e-3 against f32). Prefill keeps the f32 weights (many rows: a gemm
 //! wins there).
 
+mod decode_matrix;
 mod linear;
 mod matrix;
+mod packed;
 mod weights;
 
-pub use linear::{qmatmul, qmatmul_with};
+pub use decode_matrix::DecodeMatrix;
+pub use linear::{qmatmul, qmatmul_packed, qmatmul_with};
 pub use matrix::{QMatrix, QuantFormat, BLOCK};
+pub use packed::{PackedMatrix, GROUP};
 pub use weights::{QuantLayerWeights, QuantWeights};

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
 
-use super::{QMatrix, QuantFormat, BLOCK};
+use super::{DecodeMatrix, QMatrix, QuantFormat, BLOCK};
 use crate::weights::ModelWeights;
 use crate::{ModelConfig, ModelError, Result};
 
@@ -16,13 +16,21 @@ use crate::{ModelConfig, ModelError, Result};
 #[derive(Debug, Clone)]
 pub struct QuantLayerWeights {
     /// Fused q|k|v projection `[H·d + 2·H_kv·d, D]`.
-    pub qkv_proj: Option<QMatrix>,
+    pub qkv_proj: Option<DecodeMatrix>,
     /// Output projection `[D, H·d]`.
-    pub o_proj: Option<QMatrix>,
+    pub o_proj: Option<DecodeMatrix>,
     /// Fused gate|up projection `[2·I, D]`.
-    pub gate_up_proj: Option<QMatrix>,
+    pub gate_up_proj: Option<DecodeMatrix>,
     /// Down projection `[D, I]`.
-    pub down_proj: Option<QMatrix>,
+    pub down_proj: Option<DecodeMatrix>,
+}
+
+/// One layer's matrices as loaded, row-major, before [`QuantWeights`] lays them out.
+struct QuantLayers {
+    qkv_proj: Option<QMatrix>,
+    o_proj: Option<QMatrix>,
+    gate_up_proj: Option<QMatrix>,
+    down_proj: Option<QMatrix>,
 }
 
 /// Quantised projections of a whole model.
@@ -31,7 +39,7 @@ pub struct QuantWeights {
     /// Decoder layers.
     pub layers: Vec<QuantLayerWeights>,
     /// LM head `[V, D]` (the embedding's blocks when tied).
-    pub lm_head: Option<QMatrix>,
+    pub lm_head: Option<DecodeMatrix>,
 }
 
 fn take(
@@ -103,7 +111,7 @@ impl QuantWeights {
             } else {
                 None
             };
-            layers.push(QuantLayerWeights {
+            layers.push(QuantLayers {
                 qkv_proj,
                 o_proj: fits(hd)
                     .then(|| get("self_attn.o_proj.weight", d, hd))
@@ -126,7 +134,24 @@ impl QuantWeights {
                 d,
             )?)
         };
-        Ok(Self { layers, lm_head })
+        Ok(Self::in_cpu_layout(layers, lm_head))
+    }
+
+    /// Every matrix in the layout of this CPU's fastest kernel ([`DecodeMatrix::for_this_cpu`]).
+    fn in_cpu_layout(layers: Vec<QuantLayers>, lm_head: Option<QMatrix>) -> Self {
+        let d = |m: Option<QMatrix>| m.map(DecodeMatrix::for_this_cpu);
+        Self {
+            layers: layers
+                .into_iter()
+                .map(|l| QuantLayerWeights {
+                    qkv_proj: d(l.qkv_proj),
+                    o_proj: d(l.o_proj),
+                    gate_up_proj: d(l.gate_up_proj),
+                    down_proj: d(l.down_proj),
+                })
+                .collect(),
+            lm_head: d(lm_head),
+        }
     }
 
     /// Quantises f32 weights to `format` (for checkpoints that carry no quantised blocks,
@@ -150,7 +175,7 @@ impl QuantWeights {
             .layers
             .iter()
             .map(|l| {
-                Ok(QuantLayerWeights {
+                Ok(QuantLayers {
                     qkv_proj: q(&l.qkv_proj_t)?,
                     o_proj: q(&l.o_proj_t)?,
                     gate_up_proj: q(&l.gate_up_proj_t)?,
@@ -158,15 +183,12 @@ impl QuantWeights {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            layers,
-            lm_head: q(&weights.lm_head.t()?)?,
-        })
+        Ok(Self::in_cpu_layout(layers, q(&weights.lm_head.t()?)?))
     }
 
     /// Bytes one token's pass reads from the quantised matrices.
     pub fn size_bytes(&self) -> usize {
-        let m = |q: &Option<QMatrix>| q.as_ref().map_or(0, QMatrix::size_bytes);
+        let m = |q: &Option<DecodeMatrix>| q.as_ref().map_or(0, DecodeMatrix::size_bytes);
         self.layers
             .iter()
             .map(|l| m(&l.qkv_proj) + m(&l.o_proj) + m(&l.gate_up_proj) + m(&l.down_proj))

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use a3kv_model::kernels::cpu::{q16, Isa};
-use a3kv_model::quant::{qmatmul, qmatmul_with, QMatrix, QuantFormat};
+use a3kv_model::quant::{qmatmul_packed, qmatmul_with, PackedMatrix, QMatrix, QuantFormat};
 use a3kv_model::{argmax, DecodeWeights, Device, KvCache, Model, Tensor};
 use anyhow::bail;
 use clap::Args;
@@ -278,6 +278,7 @@ fn kernels(runs: usize) -> anyhow::Result<serde_json::Value> {
             .map(|i| ((i * 7919 % 2003) as f32 / 2003.0) - 0.5)
             .collect();
         let w = QMatrix::quantize(format, n, k, &wf)?;
+        let packed = PackedMatrix::pack(&w);
         let wt = Tensor::from_vec(wf, (n, k), &Device::Cpu)?
             .t()?
             .contiguous()?;
@@ -309,19 +310,19 @@ fn kernels(runs: usize) -> anyhow::Result<serde_json::Value> {
                 out.push(json!({"shape": name, "rows": m, "kernel": isa.as_str(),
                     "pool_us": pool, "one_thread_us": one}));
             }
-            if q16::takes(&w, m) {
-                // The default product's integer path (16-bit activations, VNNI).
+            if q16::available() {
+                // The interleaved layout: 16 weight rows per integer dot product.
                 let run = || -> anyhow::Result<()> {
-                    qmatmul(&x, &w)?;
+                    qmatmul_packed(&x, &packed)?;
                     Ok(())
                 };
                 let pool = time(&run)?;
                 let one = pool1.install(|| time(&run))?;
                 println!(
                     "{name:>14} {m:>4} {:>12} {pool:>10.1} {one:>10.1}",
-                    "q16 vnni"
+                    "q16 packed"
                 );
-                out.push(json!({"shape": name, "rows": m, "kernel": "q16_vnni",
+                out.push(json!({"shape": name, "rows": m, "kernel": "q16_packed",
                     "pool_us": pool, "one_thread_us": one}));
             }
             let gemm = || -> anyhow::Result<()> {

@@ -1,25 +1,25 @@
-//! The token-by-token product on integer dot products: Q4_1 weights against one activation
-//! row quantised to 16 bits per 32-value block (a decode step).
+//! The quantised product on integer dot products: Q4_1 or Q8_0 weights in groups of 16
+//! interleaved rows ([`crate::quant::PackedMatrix`]) against activation rows quantised to
+//! 16 bits per 32-value block.
 //!
 //! Each activation row is quantised once per product ([`ActQ16::quantize`]): per block, the
 //! scale `dx = max|x| / 32767`, codes `round(x / dx)`, and the exact f32 sum `Σx`. A weight
-//! block `w = dw·q + m` contributes `dw·dx·Σ q·qx + m·Σx`. The first sum is exact in
-//! 32-bit integers, thirty-two products per AVX-512 VNNI `vpdpwssd`: per 32 weights one
-//! instruction where the exact kernel (`avx512.rs`) widens the codes to f32, looks up their
-//! values and issues two FMAs. The price is the activations' rounding, at most half a step
-//! of `max|x| / 32767` per value (16-bit codes: 8-bit ones, llama.cpp's `Q8_1`, moved the
-//! first-token distribution of SmolLM2 by KL ≈ 1e-2 against the f32 twin, its outlier
-//! channels coarsening every block they sit in). [`qmatmul_rows_reference`] is the plain-Rust
-//! twin that computes the same integer sums. More rows (the exact kernels reuse each
-//! dequantised weight for up to four activation rows, which this path cannot: measured slower
-//! at four rows) and CPUs without VNNI take the exact kernels.
+//! block `w = dw·q + m` (Q8_0: `m = 0`) contributes `dw·dx·Σ q·qx + m·Σx`. The first sum is
+//! exact in 32-bit integers: one AVX-512 VNNI `vpdpwssd` multiplies one broadcast activation
+//! pair by the same two values of 16 weight rows, sixteen of them finish a block for 16 rows,
+//! and the block's 16 scales apply as one vector, with no horizontal sums. Against the exact
+//! kernels (`avx512.rs`: widen the codes to f32, look up their values, two FMAs per 32
+//! weights and row) this measured 1.5x faster at 1, 4 and 16 rows on Q4_1 and 1.6x–5x on
+//! SmolLM2's Q8_0 LM head (`a3kv bench decode --kernels`). The price is the activations'
+//! rounding, at most half a step of `max|x| / 32767` per value (16-bit codes: 8-bit ones,
+//! llama.cpp's `Q8_1`, moved the first-token distribution of SmolLM2 by KL ≈ 1e-2 against the
+//! f32 twin, its outlier channels coarsening every block they sit in).
+//! [`qmatmul_rows_reference`] is the plain-Rust twin that computes the same integer sums on the
+//! row-major layout. CPUs without VNNI keep the row-major layout and the exact kernels.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
-use crate::quant::{QMatrix, QuantFormat, BLOCK};
-
-/// Activation rows at most the integer path takes (one sequence's decode step).
-pub const MAX_ROWS: usize = 1;
+use crate::quant::{PackedMatrix, QMatrix, BLOCK, GROUP};
 
 /// Whether this CPU runs [`qmatmul_rows`] (AVX-512 F/BW/VL with VNNI).
 pub fn available() -> bool {
@@ -29,13 +29,6 @@ pub fn available() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
-}
-
-/// Whether the integer path takes `m` activation rows against `w` on this CPU.
-pub fn takes(w: &QMatrix, m: usize) -> bool {
-    // Q8_0 (SmolLM2's LM head) was tried on this path too and measured no faster than the
-    // exact kernel (`a3kv bench decode --kernels`: 4.1 vs 3.9 ms for [1, 576] x [49152, 576]).
-    w.format() == QuantFormat::Q4_1 && (1..=MAX_ROWS).contains(&m) && available()
 }
 
 /// Activation rows quantised to 16 bits per block.
@@ -110,7 +103,8 @@ pub fn qmatmul_rows_reference(
 ) {
     let m = x.m;
     for (i, n) in rows.enumerate() {
-        let (ws, wm) = (w.row_scales(n), w.row_mins(n));
+        let ws = w.row_scales(n);
+        let min = |b: usize| w.row_mins(n).get(b).map_or(0.0, |v| v.to_f32()); // Q8_0: none
         for r in 0..m {
             let mut total = 0f32;
             #[allow(clippy::needless_range_loop)] // `b` indexes four arrays and the codes
@@ -122,33 +116,71 @@ pub fn qmatmul_rows_reference(
                     .map(|(i, &c)| w.code(n, b * BLOCK + i) * i32::from(c))
                     .sum();
                 let s = x.scales[r * x.padded + b];
-                total +=
-                    ws[b].to_f32() * s * dot as f32 + wm[b].to_f32() * x.sums[r * x.padded + b];
+                total += ws[b].to_f32() * s * dot as f32 + min(b) * x.sums[r * x.padded + b];
             }
             out[i * m + r] = total;
         }
     }
 }
 
-/// Same contract as [`qmatmul_rows_reference`], on AVX-512 VNNI for up to four activation
-/// rows; the twin otherwise.
+/// `out[j · len + i] = x_j · w_nᵀ` for the rows `n` of `w`'s groups `groups` (`len` =
+/// `16 · groups.len()`; `i = n − 16 · groups.start`, padding rows give 0): the integer sums
+/// of [`qmatmul_rows_reference`] on the interleaved layout, 16 rows per `vpdpwssd` (module doc
+/// of [`crate::quant::PackedMatrix`]). Without VNNI, the same sums in plain Rust.
 ///
-/// Panics if `w` is not Q4_1, `x` was quantised for other columns, `rows` is past `w`, or `out` is shorter
-/// than `rows.len() · x.rows()`.
-pub fn qmatmul_rows(w: &QMatrix, x: &ActQ16, rows: std::ops::Range<usize>, out: &mut [f32]) {
-    assert_eq!(w.format(), QuantFormat::Q4_1, "q16 path: Q4_1 weights only");
+/// Panics if `x` was quantised for other columns, `groups` is past `w`, or `out` is shorter
+/// than `x.m · len`.
+pub fn qmatmul_packed(
+    w: &PackedMatrix,
+    x: &ActQ16,
+    groups: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
     assert_eq!(
-        x.blocks * BLOCK,
-        w.cols(),
+        x.blocks,
+        w.blocks(),
         "q16 path: activations for other columns"
     );
-    assert!(rows.end <= w.rows() && out.len() >= rows.len() * x.m);
+    let len = groups.len() * GROUP;
+    assert!(groups.end <= w.groups() && out.len() >= len * x.m);
     #[cfg(target_arch = "x86_64")]
-    if available() && x.m <= 4 {
+    if available() {
         // SAFETY: the CPU features were checked; shapes above.
-        return unsafe { vnni::qmatmul_rows(w, x, rows, out) };
+        return unsafe { vnni::qmatmul_packed(w, x, groups, out) };
     }
-    qmatmul_rows_reference(w, x, rows, out)
+    for j in 0..x.m {
+        for (i, g) in groups.clone().enumerate() {
+            for r in 0..GROUP {
+                let n = g * GROUP + r;
+                out[j * len + i * GROUP + r] = if n < w.rows() {
+                    packed_row_reference(w, x, n, j)
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// Row `n` of `w` against activation row `j`, as [`qmatmul_rows_reference`] sums it.
+fn packed_row_reference(w: &PackedMatrix, x: &ActQ16, n: usize, j: usize) -> f32 {
+    let (g, r) = (n / GROUP, n % GROUP);
+    let mut total = 0f32;
+    for b in 0..x.blocks {
+        let codes = &x.codes[(j * x.padded + b) * BLOCK..][..BLOCK];
+        let dot: i32 = codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| w.code(n, b * BLOCK + i) * i32::from(c))
+            .sum();
+        let dw = w.group_scales(g)[b * GROUP + r].to_f32();
+        let min = w
+            .group_mins(g)
+            .get(b * GROUP + r)
+            .map_or(0.0, |v| v.to_f32());
+        total += dw * x.scales[j * x.padded + b] * dot as f32 + min * x.sums[j * x.padded + b];
+    }
+    total
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -156,107 +188,128 @@ mod vnni {
     use std::arch::x86_64::*;
 
     use super::ActQ16;
-    use crate::quant::{QMatrix, BLOCK};
-
-    /// Weight rows per tile.
-    const NR: usize = 4;
+    use crate::quant::{PackedMatrix, QuantFormat, BLOCK, GROUP};
 
     /// # Safety
     /// AVX-512 F/BW/VL/VNNI present; shapes checked by the caller.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) unsafe fn qmatmul_rows(
-        w: &QMatrix,
+    pub(super) unsafe fn qmatmul_packed(
+        w: &PackedMatrix,
         x: &ActQ16,
-        rows: std::ops::Range<usize>,
+        groups: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
-        let mut n = rows.start;
-        while n < rows.end {
-            let nr = (rows.end - n).min(NR);
-            let o = &mut out[(n - rows.start) * x.m..];
-            macro_rules! go {
-                ($($a:literal $b:literal),*) => {
-                    match (nr, x.m) {
-                        $(($a, $b) => tile::<$a, $b>(w, x, n, o),)*
-                        _ => unreachable!("tile sizes are 1..=4"),
-                    }
-                };
+        let len = groups.len() * GROUP;
+        let q4 = w.format() == QuantFormat::Q4_1;
+        let mut g = groups.start;
+        while g < groups.end {
+            // Two groups at a time for one or two activation rows (four independent sums in
+            // flight), one group for more (registers: tiles of up to four rows).
+            let gn = if x.m <= 2 { (groups.end - g).min(2) } else { 1 };
+            let mut j = 0;
+            while j < x.m {
+                let tm = (x.m - j).min(4);
+                let o = out[j * len + (g - groups.start) * GROUP..].as_mut_ptr();
+                macro_rules! go {
+                    ($($a:literal $b:literal),*) => {
+                        match (gn, tm, q4) {
+                            $(($a, $b, true) => packed_tile::<$a, $b, true>(w, x, g, j, o, len),
+                              ($a, $b, false) => packed_tile::<$a, $b, false>(w, x, g, j, o, len),)*
+                            _ => unreachable!("tile sizes"),
+                        }
+                    };
+                }
+                go!(1 1, 1 2, 1 3, 1 4, 2 1, 2 2);
+                j += tm;
             }
-            go!(1 1, 1 2, 1 3, 1 4, 2 1, 2 2, 2 3, 2 4, 3 1, 3 2, 3 3, 3 4, 4 1, 4 2, 4 3, 4 4);
-            n += nr;
+            g += gn;
         }
     }
 
-    /// Weight rows `n0..n0 + TN` against all `TM` activation rows: `out[i · TM + j]`.
+    /// Groups `g0..g0 + GN` against activation rows `j0..j0 + TM`: writes
+    /// `out[(j − j0) · stride + 16·gi + r]`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn tile<const TN: usize, const TM: usize>(
-        w: &QMatrix,
+    unsafe fn packed_tile<const GN: usize, const TM: usize, const Q4: bool>(
+        w: &PackedMatrix,
         x: &ActQ16,
-        n0: usize,
-        out: &mut [f32],
+        g0: usize,
+        j0: usize,
+        out: *mut f32,
+        stride: usize,
     ) {
-        let wc: [*const u8; TN] = std::array::from_fn(|i| w.row_codes(n0 + i).as_ptr());
-        let ws: [*const i16; TN] = std::array::from_fn(|i| w.row_scales(n0 + i).as_ptr() as _);
-        let wm: [*const i16; TN] = std::array::from_fn(|i| w.row_mins(n0 + i).as_ptr() as _);
+        let blocks = w.blocks();
+        let wc: [*const u8; GN] = std::array::from_fn(|gi| w.group_codes(g0 + gi).as_ptr());
+        let ws: [*const i16; GN] = std::array::from_fn(|gi| w.group_scales(g0 + gi).as_ptr() as _);
+        let wm: [*const i16; GN] = std::array::from_fn(|gi| w.group_mins(g0 + gi).as_ptr() as _);
         let xq: [*const i16; TM] =
-            std::array::from_fn(|j| x.codes[j * x.padded * BLOCK..].as_ptr());
-        let xd: [*const f32; TM] = std::array::from_fn(|j| x.scales[j * x.padded..].as_ptr());
-        let xs: [*const f32; TM] = std::array::from_fn(|j| x.sums[j * x.padded..].as_ptr());
+            std::array::from_fn(|j| x.codes[(j0 + j) * x.padded * BLOCK..].as_ptr());
+        let xd: [*const f32; TM] =
+            std::array::from_fn(|j| x.scales[(j0 + j) * x.padded..].as_ptr());
+        let xs: [*const f32; TM] = std::array::from_fn(|j| x.sums[(j0 + j) * x.padded..].as_ptr());
         let nibble = _mm512_set1_epi16(0x0F);
-        let mut acc = [[_mm512_setzero_ps(); TM]; TN];
-        let mut accm = [[_mm512_setzero_ps(); TM]; TN];
-        let mut cbuf = [[[0f32; 16]; TM]; TN];
-        let mut g = 0;
-        while g < x.blocks {
-            // A group of up to 16 blocks: the combined scales dw·dx per (weight, activation)
-            // row, read back by broadcast, and the minimums' term.
-            let nb = (x.blocks - g).min(16);
-            let k: __mmask16 = if nb == 16 { 0xFFFF } else { (1u16 << nb) - 1 };
-            for i in 0..TN {
-                let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, ws[i].add(g)));
-                for j in 0..TM {
-                    let dx = _mm512_maskz_loadu_ps(k, xd[j].add(g));
-                    _mm512_storeu_ps(cbuf[i][j].as_mut_ptr(), _mm512_mul_ps(dw, dx));
-                }
-                let mw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, wm[i].add(g)));
-                for j in 0..TM {
-                    let sx = _mm512_maskz_loadu_ps(k, xs[j].add(g));
-                    accm[i][j] = _mm512_fmadd_ps(mw, sx, accm[i][j]);
-                }
-            }
-            // Block pairs: 32 code bytes hold the pair's two blocks in their low and high
-            // nibbles. An odd last block reads its pair's padding block, of zero codes and
-            // zero activations.
-            let mut b = g;
-            while b < g + nb {
-                let mut lo = [_mm512_setzero_si512(); TN];
-                let mut hi = [_mm512_setzero_si512(); TN];
-                for i in 0..TN {
-                    let p = wc[i].add(b * 16);
-                    let raw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(p.cast()));
-                    lo[i] = _mm512_and_si512(raw, nibble);
-                    hi[i] = _mm512_srli_epi16::<4>(raw);
-                }
-                for j in 0..TM {
-                    let x0 = _mm512_loadu_si512(xq[j].add(b * BLOCK).cast());
-                    let x1 = _mm512_loadu_si512(xq[j].add(b * BLOCK + BLOCK).cast());
-                    for i in 0..TN {
-                        let z = _mm512_setzero_si512();
-                        let d0 = _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(z, lo[i], x0));
-                        let d1 = _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(z, hi[i], x1));
-                        let c = &cbuf[i][j];
-                        let s0 = _mm512_set1_ps(c[b - g]);
-                        let s1 = _mm512_set1_ps(if b + 1 < g + nb { c[b + 1 - g] } else { 0.0 });
-                        acc[i][j] = _mm512_fmadd_ps(d1, s1, _mm512_fmadd_ps(d0, s0, acc[i][j]));
+        let mut acc = [[_mm512_setzero_ps(); TM]; GN];
+        for b in 0..blocks {
+            // Two integer sums per (group, activation row): even and odd pairs (Q4_1: low and
+            // high nibbles), so no chain of sixteen dependent dot products.
+            let mut s0 = [[_mm512_setzero_si512(); TM]; GN];
+            let mut s1 = [[_mm512_setzero_si512(); TM]; GN];
+            // The activation pair `2k, 2k + 1` of block `b`, as one 32-bit lane to broadcast.
+            let pair = |j: usize, k: usize| {
+                _mm512_set1_epi32(std::ptr::read_unaligned(
+                    xq[j].add(b * BLOCK + 2 * k) as *const i32
+                ))
+            };
+            if Q4 {
+                for c in 0..8 {
+                    let xl: [__m512i; TM] = std::array::from_fn(|j| pair(j, c));
+                    let xh: [__m512i; TM] = std::array::from_fn(|j| pair(j, c + 8));
+                    for gi in 0..GN {
+                        let p = wc[gi].add(b * 256 + c * 32);
+                        let raw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(p.cast()));
+                        let lo = _mm512_and_si512(raw, nibble);
+                        let hi = _mm512_srli_epi16::<4>(raw);
+                        for j in 0..TM {
+                            s0[gi][j] = _mm512_dpwssd_epi32(s0[gi][j], lo, xl[j]);
+                            s1[gi][j] = _mm512_dpwssd_epi32(s1[gi][j], hi, xh[j]);
+                        }
                     }
                 }
-                b += 2;
+            } else {
+                for k in (0..16).step_by(2) {
+                    let x0: [__m512i; TM] = std::array::from_fn(|j| pair(j, k));
+                    let x1: [__m512i; TM] = std::array::from_fn(|j| pair(j, k + 1));
+                    for gi in 0..GN {
+                        let p = wc[gi].add(b * 512 + k * 32);
+                        let w0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.cast()));
+                        let w1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.add(32).cast()));
+                        for j in 0..TM {
+                            s0[gi][j] = _mm512_dpwssd_epi32(s0[gi][j], w0, x0[j]);
+                            s1[gi][j] = _mm512_dpwssd_epi32(s1[gi][j], w1, x1[j]);
+                        }
+                    }
+                }
             }
-            g += 16;
+            // The block's 16 scales (and minimums) as vectors: dw·dx·Σ + m·Σx.
+            for gi in 0..GN {
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(ws[gi].add(b * GROUP).cast()));
+                let mn = if Q4 {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(wm[gi].add(b * GROUP).cast()))
+                } else {
+                    _mm512_setzero_ps()
+                };
+                for j in 0..TM {
+                    let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[gi][j], s1[gi][j]));
+                    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*xd[j].add(b)));
+                    acc[gi][j] = _mm512_fmadd_ps(dot, scale, acc[gi][j]);
+                    if Q4 {
+                        acc[gi][j] = _mm512_fmadd_ps(mn, _mm512_set1_ps(*xs[j].add(b)), acc[gi][j]);
+                    }
+                }
+            }
         }
-        for i in 0..TN {
-            for j in 0..TM {
-                out[i * TM + j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[i][j], accm[i][j]));
+        for (gi, row) in acc.iter().enumerate() {
+            for (j, a) in row.iter().enumerate() {
+                _mm512_storeu_ps(out.add(j * stride + gi * GROUP), *a);
             }
         }
     }
@@ -265,6 +318,7 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::QuantFormat;
 
     use crate::testing::pattern_values as data;
 
@@ -277,21 +331,74 @@ mod tests {
         }
     }
 
-    /// The VNNI kernel against its twin (same integer sums, f32 additions in another order),
-    /// and the twin against the exact f32 product (the activations' rounding only).
+    /// The interleaved kernel against the row-major twin: same integer sums, f32 additions
+    /// in another order; both formats, padded last groups, group ranges, 1–9 rows.
     #[test]
-    fn vnni_matches_its_twin_and_the_twin_the_exact_product() {
+    fn packed_kernel_matches_the_twin() {
+        for (rows, cols, format) in [
+            (37, 576, QuantFormat::Q4_1),
+            (64, 1536, QuantFormat::Q4_1),
+            (21, 96, QuantFormat::Q4_1),
+            (37, 576, QuantFormat::Q8_0),
+            (48, 64, QuantFormat::Q8_0),
+        ] {
+            let w = QMatrix::quantize(format, rows, cols, &data(rows * cols, 5)).unwrap();
+            let p = PackedMatrix::pack(&w);
+            let wd = w.dequantize();
+            for m in [1, 2, 3, 4, 5, 9] {
+                let mut x = data(m * cols, 11 + m as u32);
+                x[5] = -35.0; // an outlier channel
+                if m > 1 {
+                    x[cols..cols + BLOCK].fill(0.0); // an all-zero block
+                }
+                let a = ActQ16::quantize(&x, m, cols);
+                let mut twin = vec![0f32; rows * m];
+                qmatmul_rows_reference(&w, &a, 0..rows, &mut twin);
+                // All groups, then from the second group on (a range not starting at 0).
+                for g0 in [0, 1] {
+                    let groups = g0..p.groups();
+                    let len = groups.len() * GROUP;
+                    let mut got = vec![f32::NAN; m * len];
+                    qmatmul_packed(&p, &a, groups, &mut got);
+                    for j in 0..m {
+                        for i in 0..len {
+                            let n = g0 * GROUP + i;
+                            let g = got[j * len + i];
+                            if n >= rows {
+                                assert_eq!(g, 0.0, "padding row {n}");
+                                continue;
+                            }
+                            let t = twin[n * m + j];
+                            let mag: f32 = (0..cols)
+                                .map(|c| (wd[n * cols + c] * x[j * cols + c]).abs())
+                                .sum::<f32>()
+                                .max(1e-3);
+                            assert!(
+                                (g - t).abs() <= 1e-5 * mag,
+                                "{format:?} {rows}x{cols} m={m} row {n} act {j}: {g} vs {t}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The twin against the exact f32 product: they differ by the activations' rounding
+    /// only (an outlier channel, an all-zero block; both formats).
+    #[test]
+    fn the_twin_is_within_the_activation_rounding_of_the_exact_product() {
         // 18 blocks (576: a 16-block group + a lone pair), 48 (1536), 30 (960), 2 (64).
         for (rows, cols, format) in [
             (37, 576, QuantFormat::Q4_1),
             (9, 1536, QuantFormat::Q4_1),
             (6, 960, QuantFormat::Q4_1),
             (5, 64, QuantFormat::Q4_1),
+            (7, 576, QuantFormat::Q8_0),
         ] {
             let w = QMatrix::quantize(format, rows, cols, &data(rows * cols, 1)).unwrap();
             let wd = w.dequantize();
-            // The kernel takes up to four rows (the product sends it `MAX_ROWS`).
-            for m in 1..=4 {
+            for m in 1..=3 {
                 let mut x = data(m * cols, 7 + m as u32);
                 x[3] = 40.0; // an outlier channel, as real activations have
                 if m > 1 {
@@ -300,17 +407,11 @@ mod tests {
                 let a = ActQ16::quantize(&x, m, cols);
                 let mut twin = vec![0f32; rows * m];
                 qmatmul_rows_reference(&w, &a, 0..rows, &mut twin);
-                let mut got = vec![0f32; (rows - 1) * m];
-                qmatmul_rows(&w, &a, 1..rows, &mut got);
-                for (i, (g, t)) in got.iter().zip(&twin[m..]).enumerate() {
-                    let (n, r) = (1 + i / m, i % m);
+                for (i, t) in twin.iter().enumerate() {
+                    let (n, r) = (i / m, i % m);
                     let mag: f32 = (0..cols)
                         .map(|j| (wd[n * cols + j] * x[r * cols + j]).abs())
                         .sum();
-                    assert!(
-                        (g - t).abs() <= 1e-5 * mag,
-                        "{rows}x{cols} m={m} at {i}: {g} vs {t}"
-                    );
                     let exact: f32 = (0..cols).map(|j| wd[n * cols + j] * x[r * cols + j]).sum();
                     // Each activation moves by at most half a step of its block's scale.
                     let bound: f32 = (0..cols)
@@ -324,7 +425,7 @@ mod tests {
                         .sum();
                     assert!(
                         (t - exact).abs() <= bound * 1.01 + 1e-5 * mag,
-                        "twin vs exact at {i}"
+                        "{format:?} {rows}x{cols} twin vs exact at {i}"
                     );
                 }
             }
