@@ -65,7 +65,23 @@ impl ActQ16 {
             scales: vec![0.0; m * padded],
             sums: vec![0.0; m * padded],
         };
-        for r in 0..m {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: AVX-512 F/BW checked; `x` holds `m · cols` values (asserted).
+            unsafe { vnni::quantize_rows(x, &mut a) };
+            return a;
+        }
+        a.quantize_rows_scalar(x);
+        a
+    }
+
+    /// The plain-Rust quantiser (the AVX-512 one's twin: same scales and codes, block sums
+    /// added in another order).
+    fn quantize_rows_scalar(&mut self, x: &[f32]) {
+        let (blocks, padded) = (self.blocks, self.padded);
+        let cols = blocks * BLOCK;
+        let a = self;
+        for r in 0..a.m {
             for b in 0..blocks {
                 let xs = &x[r * cols + b * BLOCK..][..BLOCK];
                 let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -79,7 +95,6 @@ impl ActQ16 {
                 a.sums[r * padded + b] = xs.iter().sum();
             }
         }
-        a
     }
 }
 
@@ -189,6 +204,38 @@ mod vnni {
 
     use super::ActQ16;
     use crate::quant::{PackedMatrix, QuantFormat, BLOCK, GROUP};
+
+    /// [`ActQ16::quantize`] on AVX-512: per block, `max|x|` as a vector maximum, the codes
+    /// rounded to nearest even by `vcvtps2dq` (as `round_to_i16`) and narrowed with
+    /// saturation, the sum as a vector sum.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW present; `x` holds `a.m · a.blocks · 32` values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn quantize_rows(x: &[f32], a: &mut ActQ16) {
+        let cols = a.blocks * BLOCK;
+        let abs_mask = _mm512_set1_epi32(0x7FFF_FFFF);
+        for r in 0..a.m {
+            for b in 0..a.blocks {
+                let p = x[r * cols + b * BLOCK..][..BLOCK].as_ptr();
+                let (x0, x1) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+                let abs = |v: __m512| {
+                    _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask))
+                };
+                let amax = _mm512_reduce_max_ps(_mm512_max_ps(abs(x0), abs(x1)));
+                let d = amax / 32767.0;
+                let inv = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+                let c0 = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(x0, inv)));
+                let c1 = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(x1, inv)));
+                let at = (r * a.padded + b) * BLOCK;
+                let dst = a.codes[at..at + BLOCK].as_mut_ptr();
+                _mm256_storeu_si256(dst.cast(), c0);
+                _mm256_storeu_si256(dst.add(16).cast(), c1);
+                a.scales[r * a.padded + b] = d;
+                a.sums[r * a.padded + b] = _mm512_reduce_add_ps(_mm512_add_ps(x0, x1));
+            }
+        }
+    }
 
     /// # Safety
     /// AVX-512 F/BW/VL/VNNI present; shapes checked by the caller.
@@ -382,6 +429,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The AVX-512 quantiser against the scalar one: same scales and codes (ties to even,
+    /// the largest value at ±32767), sums within rounding.
+    #[test]
+    fn vector_quantiser_matches_the_scalar_one() {
+        let cols = 96;
+        let mut x = data(4 * cols, 21);
+        x[7] = 1e-30; // tiny values in a block of ordinary ones
+        x[cols..cols + BLOCK].fill(0.0); // an all-zero block
+        x[2 * cols + 3] = -50.0; // a negative outlier
+                                 // A value exactly half a step away from two codes.
+        x[3 * cols] = 2.0;
+        x[3 * cols + 1] = 2.0 * 0.5 / 32767.0;
+        let fast = ActQ16::quantize(&x, 4, cols);
+        let mut slow = fast.clone();
+        slow.quantize_rows_scalar(&x);
+        assert_eq!(fast.codes, slow.codes);
+        assert_eq!(fast.scales, slow.scales);
+        for (f, s) in fast.sums.iter().zip(&slow.sums) {
+            assert!((f - s).abs() <= 1e-5 * s.abs().max(1.0), "{f} vs {s}");
+        }
+        assert_eq!(fast.codes[2 * fast.padded * BLOCK + 3], -32767);
     }
 
     /// The twin against the exact f32 product: they differ by the activations' rounding
