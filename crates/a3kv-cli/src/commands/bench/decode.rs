@@ -57,6 +57,16 @@ pub struct DecodeArgs {
     pub out: Option<PathBuf>,
 }
 
+/// The kernel the model's quantised products run on this CPU: the packed integer one
+/// (`DecodeMatrix::for_this_cpu`) or the best exact one.
+fn quantized_kernel() -> &'static str {
+    if q16::available() {
+        "q16_packed"
+    } else {
+        Isa::detect().as_str()
+    }
+}
+
 /// The CPU's SIMD flags that matter to the kernels, from `/proc/cpuinfo`.
 fn cpu_flags() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -139,7 +149,7 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<()> {
     println!(
         "CPU flags: {}; quantised kernel: {}; rayon threads: {}",
         cpu_flags(),
-        Isa::detect().as_str(),
+        quantized_kernel(),
         rayon::current_num_threads()
     );
     let mut models = Vec::new();
@@ -219,7 +229,7 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<()> {
         std::fs::write(
             &p,
             serde_json::to_string_pretty(&json!({"cpu_flags": cpu_flags(),
-                "kernel": Isa::detect().as_str(), "tokens": a.tokens,
+                "kernel": quantized_kernel(), "tokens": a.tokens,
                 "prompt_tokens": a.prompt_tokens, "decode": results,
                 "crossover": crossover, "kernels": kernels}))?,
         )?;

@@ -1,6 +1,7 @@
 //! `a3kv bench prefill`: full prefill tokens/s vs candle-transformers' `quantized_llama`
 //! (dequantised) on the same weights in one process, the achieved GFLOP/s against the measured
-//! f32 matmul rate, and peak RSS.
+//! f32 matmul rate, and peak RSS; with llama-bench JSONL (`--llamacpp`), llama.cpp's prefill
+//! tokens/s per weight type at each length and our ratio to its best.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::prompt_ids;
+use crate::commands::llamacpp;
 use crate::common::{median, peak_rss_bytes};
 
 /// `a3kv bench prefill`.
@@ -31,6 +33,10 @@ pub struct PrefillArgs {
     /// Element type of the prefill's KV cache (key `engine.kv_dtype`): f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub kv_dtype: a3kv_store::KvDtype,
+    /// llama-bench JSONL (as `shared/tools/llamacpp-anchor.sh` writes it, measured on this
+    /// machine): prints llama.cpp's ppN tokens/s per weight type and our ratio to its best.
+    #[arg(long)]
+    pub llamacpp: Option<PathBuf>,
     /// Write the results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -52,6 +58,10 @@ fn matmul_gflops() -> anyhow::Result<f64> {
 
 /// Runs `a3kv bench prefill`.
 pub fn run(a: PrefillArgs) -> anyhow::Result<()> {
+    let llama_rows = match &a.llamacpp {
+        Some(p) => Some(llamacpp::read_jsonl(p)?),
+        None => None,
+    };
     let mut lm = crate::common::load(a.model.clone())?;
     lm.model = lm
         .model
@@ -123,6 +133,16 @@ pub fn run(a: PrefillArgs) -> anyhow::Result<()> {
             "gflops": gflops, "matmul_gflops": rate, "reference_secs": theirs_s,
             "speedup": theirs_s.map(|t| t / ours_s)}),
         );
+    }
+    if let Some(llama) = &llama_rows {
+        for r in &rows {
+            let (n, ours) = (r["tokens"].as_u64().unwrap_or(0), r["a3kv_tok_s"].as_f64());
+            let line = ours.and_then(|o| llamacpp::compare(llama, &format!("pp{n}"), o));
+            match line {
+                Some(line) => println!("{n:>7}: {line}"),
+                None => println!("{n:>7}: llama.cpp: no pp{n} row in the file"),
+            }
+        }
     }
     let rss = peak_rss_bytes();
     if let Some(b) = rss {
