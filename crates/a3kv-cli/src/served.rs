@@ -10,6 +10,43 @@ use a3kv_sched::{Engine, EngineError, EngineEvent, GenerateRequest, Usage};
 use a3kv_server::{ServeArgs, ServerConfig};
 use anyhow::Context;
 
+/// The options every front end that runs the `Engine` in process shares (`generate`,
+/// `eval`, `bench fusion`): the model, the server configuration and its overrides, the
+/// chunk size.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServedArgs {
+    /// Model file (GGUF) or HF directory (key `model.path`); default: the fetched
+    /// SmolLM2-135M-Instruct.
+    #[arg(long, env = "A3KV_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Server configuration (model options, engine limits and settings, chunk store tiers,
+    /// default fusion); without it the built-in defaults apply.
+    #[arg(long, short = 'c', value_name = "FILE", env = "A3KV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override any configuration key, e.g. `--set engine.store.disk.dir=/tmp/chunks`
+    /// (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Chunk size in tokens for long documents (key `engine.chunk_tokens`, 512 built in).
+    #[arg(long)]
+    pub chunk_tokens: Option<usize>,
+}
+
+impl ServedArgs {
+    /// The server configuration these options name ([`served_config`], `--chunk-tokens`
+    /// as the last override).
+    ///
+    /// # Errors
+    /// A configuration error naming the key and its source.
+    pub fn config(&self) -> anyhow::Result<ServerConfig> {
+        let mut set = self.set.clone();
+        if let Some(n) = self.chunk_tokens {
+            set.push(format!("engine.chunk_tokens={n}"));
+        }
+        served_config(self.config.clone(), self.model.clone(), set)
+    }
+}
+
 /// The server configuration: `-c FILE`, `A3KV_*`, then the `set` overrides (highest last),
 /// with `model` as `model.path` when given.
 ///

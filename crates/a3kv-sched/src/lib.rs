@@ -3,10 +3,10 @@
 //! (docs/design.md §4) — with all model math on a dedicated compute pool. [`Engine`] is the
 //! API the HTTP server and the CLI use: `submit(request)` → a stream of [`EngineEvent`]s.
 //!
-//! Public surface: [`Engine`] and its API types (re-exported below), [`metrics`] (every
-//! metric name, description and bucket, for exporters), and [`decode_batch`] (one batched
-//! decode step, for `a3kv bench decode`). Benchmarks live in the CLI (`a3kv bench`) and use
-//! this API only.
+//! Public surface: [`Engine`] and its API types (re-exported below, with the KV element
+//! type's compute dtype, [`kv_candle_dtype`]), and [`metrics`] (every metric name,
+//! description and bucket, for exporters). Benchmarks live in the CLI (`a3kv bench`) and use
+//! this API and the model crate's only.
 //! Prompt assembly and document chunking are fusion's (`a3kv_fusion::RagParts`); `a3kv
 //! precompute` stores chunks through [`Engine::store_chunk`].
 //!
@@ -46,7 +46,6 @@ pub use api::{
     PromptSpec, TokenLogprob, Usage, MAX_TOP_LOGPROBS,
 };
 pub use convert::candle_dtype as kv_candle_dtype;
-pub use decode::decode_batch;
 pub use engine::Engine;
 pub use gate::{GateConfig, GateReport};
 pub use metrics::{describe_metrics, histogram_buckets};

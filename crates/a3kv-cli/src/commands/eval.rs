@@ -24,17 +24,11 @@ use serde_json::json;
 /// Arguments of `a3kv eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Model file (GGUF) or HF directory (key `model.path`); default: the fetched SmolLM2.
-    #[arg(long, env = "A3KV_MODEL")]
-    pub model: Option<PathBuf>,
-    /// Server configuration (model options, chunk store tiers, engine settings); without it
-    /// the built-in defaults apply. Engine limits (prompt length, new tokens, documents) are
-    /// raised to what the data set needs.
-    #[arg(long, short = 'c', value_name = "FILE", env = "A3KV_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Override any configuration key, e.g. `--set engine.batch_wait_ms=0` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
+    /// Model, configuration, overrides and chunk size, as the server reads them (engine
+    /// limits on prompt length, new tokens and documents are then raised to what the data
+    /// set needs).
+    #[command(flatten)]
+    pub served: crate::served::ServedArgs,
     /// Data set: hotpotqa, needle[:LEN,..[/DEPTHS]], ruler[:LEN,..[/PER_TASK]], jsonl:PATH.
     #[arg(long, default_value = "hotpotqa")]
     pub dataset: String,
@@ -66,9 +60,6 @@ pub struct EvalArgs {
     /// Tokens generated per answer (greedy).
     #[arg(long, default_value_t = 24)]
     pub max_tokens: usize,
-    /// Chunk size in tokens (key `engine.chunk_tokens`, 512 built in).
-    #[arg(long)]
-    pub chunk_tokens: Option<usize>,
     /// Data directory (scripts/fetch-data.sh fills it).
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -217,11 +208,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if !a.merge.is_empty() {
         return merge(&a);
     }
-    let mut set = a.set.clone();
-    if let Some(n) = a.chunk_tokens {
-        set.push(format!("engine.chunk_tokens={n}"));
-    }
-    let mut cfg = crate::served::served_config(a.config.clone(), a.model.clone(), set)?;
+    let mut cfg = a.served.config()?;
     let lm = crate::served::served_model(&cfg)?;
     let spec: DatasetSpec = a.dataset.parse()?;
     let tok = lm.tokenizer.clone();

@@ -31,18 +31,9 @@ static METHOD_HELP: LazyLock<String> = LazyLock::new(|| {
 /// Arguments of `a3kv generate`.
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// Model file (GGUF) or HF directory (key `model.path`); default: the fetched
-    /// SmolLM2-135M-Instruct.
-    #[arg(long, env = "A3KV_MODEL")]
-    pub model: Option<PathBuf>,
-    /// Server configuration (model options, engine limits, chunk size, store tiers, default
-    /// fusion); without it the built-in defaults apply.
-    #[arg(long, short = 'c', value_name = "FILE", env = "A3KV_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Override any configuration key, e.g. `--set engine.store.disk.dir=/tmp/chunks`
-    /// (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
+    /// Model, configuration, overrides and chunk size, as the server reads them.
+    #[command(flatten)]
+    pub served: crate::served::ServedArgs,
     /// A plain chat prompt (one user message).
     #[arg(conflicts_with_all = ["question", "documents"])]
     pub prompt: Option<String>,
@@ -64,9 +55,6 @@ pub struct GenerateArgs {
     /// Recompute ratio r in [0, 1] (default: the method's budget, 0.15 built in).
     #[arg(long)]
     pub ratio: Option<f64>,
-    /// Chunk size in tokens for long documents (key `engine.chunk_tokens`, 512 built in).
-    #[arg(long)]
-    pub chunk_tokens: Option<usize>,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
@@ -144,11 +132,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     };
     sampling.validate()?;
     let prompt = prompt_spec(&a)?;
-    let mut set = a.set.clone();
-    if let Some(n) = a.chunk_tokens {
-        set.push(format!("engine.chunk_tokens={n}"));
-    }
-    let mut cfg = crate::served::served_config(a.config.clone(), a.model.clone(), set)?;
+    let mut cfg = a.served.config()?;
     // The command line is the operator: its --max-tokens is the limit.
     cfg.engine.max_new_tokens = cfg.engine.max_new_tokens.max(a.max_tokens);
     let fusion = requested_fusion(&a, &cfg.engine.default_fusion)?;

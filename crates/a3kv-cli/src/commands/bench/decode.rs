@@ -1,6 +1,6 @@
 //! `a3kv bench decode`: decode tokens/s of the quantised path and its f32 twin in one
 //! process — one sequence through `Model::decode_step`, and N sequences through the batched
-//! step the Decoder actor runs (`a3kv_sched::decode_batch`) — with llama.cpp's
+//! step the Decoder actor runs (`Model::decode_batch`) — with llama.cpp's
 //! tokens/s from a llama-bench JSONL beside them.
 //!
 //! `--crossover` times prefills of a few rows on both weight sets (where quantised stops
@@ -129,8 +129,8 @@ fn time_batched(model: &Model, prompts: &[Vec<u32>], tokens: usize) -> anyhow::R
     let start = Instant::now();
     for _ in 0..tokens {
         let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
-        let logits =
-            a3kv_sched::decode_batch(model, &mut refs, &ids).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The step the Decoder actor runs (`a3kv-sched`'s `decode_batch` wraps this call).
+        let logits = model.decode_batch(&ids, &mut refs)?.to_vec2::<f32>()?;
         ids = logits.iter().map(|l| argmax(l).unwrap_or(0)).collect();
     }
     Ok(start.elapsed().as_secs_f64())

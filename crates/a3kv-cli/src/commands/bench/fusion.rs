@@ -19,22 +19,13 @@ use crate::common::median;
 /// `a3kv bench fusion`.
 #[derive(Args, Debug)]
 pub struct FusionArgs {
-    /// Model file (GGUF) or HF directory (key `model.path`); default: the fetched SmolLM2.
-    #[arg(long, env = "A3KV_MODEL")]
-    pub model: Option<PathBuf>,
-    /// Server configuration (model options, store, engine settings); without it the built-in
-    /// defaults apply. The prompt limit is raised to the model's context.
-    #[arg(long, short = 'c', value_name = "FILE", env = "A3KV_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Override any configuration key, e.g. `--set engine.batch_wait_ms=0` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
+    /// Model, configuration, overrides and chunk size, as the server reads them (the prompt
+    /// limit is then raised to the model's context).
+    #[command(flatten)]
+    pub served: crate::served::ServedArgs,
     /// Context lengths in tokens.
     #[arg(long, value_delimiter = ',', default_value = "1024,2048,4096")]
     pub lengths: Vec<usize>,
-    /// Chunk size in tokens (key `engine.chunk_tokens`, 512 built in).
-    #[arg(long)]
-    pub chunk_tokens: Option<usize>,
     /// Methods (the first is the baseline of the ratios).
     #[arg(
         long,
@@ -79,11 +70,7 @@ pub fn run(a: FusionArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| m.parse())
         .collect::<Result<_, _>>()?;
-    let mut set = a.set.clone();
-    if let Some(n) = a.chunk_tokens {
-        set.push(format!("engine.chunk_tokens={n}"));
-    }
-    let mut cfg = crate::served::served_config(a.config.clone(), a.model.clone(), set)?;
+    let mut cfg = a.served.config()?;
     let lm = crate::served::served_model(&cfg)?;
     let tok = lm.tokenizer.clone();
     let direct_model = a.direct.then(|| lm.clone());
