@@ -237,6 +237,9 @@ mod vnni {
         }
     }
 
+    /// Activation rows per tile at most.
+    const MAX_TILE_ROWS: usize = 8;
+
     /// # Safety
     /// AVX-512 F/BW/VL/VNNI present; shapes checked by the caller.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -255,7 +258,7 @@ mod vnni {
             let gn = if x.m <= 2 { (groups.end - g).min(2) } else { 1 };
             let mut j = 0;
             while j < x.m {
-                let tm = (x.m - j).min(4);
+                let tm = (x.m - j).min(MAX_TILE_ROWS);
                 let o = out[j * len + (g - groups.start) * GROUP..].as_mut_ptr();
                 macro_rules! go {
                     ($($a:literal $b:literal),*) => {
@@ -266,7 +269,7 @@ mod vnni {
                         }
                     };
                 }
-                go!(1 1, 1 2, 1 3, 1 4, 2 1, 2 2);
+                go!(1 1, 1 2, 1 3, 1 4, 1 5, 1 6, 1 7, 1 8, 2 1, 2 2);
                 j += tm;
             }
             g += gn;
