@@ -3,11 +3,13 @@
 //! Decode multiplies one row per sequence by every weight matrix, so its cost is reading the
 //! weights: SmolLM2-135M's are 513 MB in f32 and 92 MB as the GGUF's Q4_1 + Q8_0 blocks.
 //! [`QMatrix`] keeps a GGUF tensor's blocks bit for bit (re-laid out for SIMD), and
-//! [`qmatmul`] multiplies f32 activations by it with the best kernel of
+//! [`qmatmul`] multiplies f32 activations by it with the best exact kernel of
 //! [`crate::kernels::cpu`], dequantising in registers, all rows of a batch in one pass over
-//! the weights. Activations stay f32 (8-bit activations, llama.cpp's way, moved SmolLM2's
-//! first-token KL to ~3e-3 against f32). Prefill keeps the f32 weights (many rows: a gemm
-//! wins there).
+//! the weights. On AVX-512 VNNI CPUs the model holds [`PackedMatrix`] instead (rows
+//! interleaved in groups of 16) and [`qmatmul_packed`] runs integer dot products of 16-bit
+//! activations ([`crate::kernels::cpu::q16`]); [`DecodeMatrix`] is the one of the two a model
+//! keeps. (8-bit activations, llama.cpp's way, moved SmolLM2's first-token KL to ~1e-2
+//! against f32.) Prefill keeps the f32 weights (many rows: a gemm wins there).
 
 mod decode_matrix;
 mod linear;
