@@ -10,6 +10,21 @@ use crate::Result;
 
 /// Softmax over the last dim of scores `[B, n, m]` after scaling by `scale`, where query
 /// row `i` (of `n`) sees key `j` iff `k_pos[j] <= q_pos[i]`; hidden keys get probability 0.
+/// A custom op's input as one contiguous f32 slice; errors name the op.
+pub(crate) fn contiguous_f32<'a>(
+    op: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 only");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: input must be contiguous");
+    };
+    Ok(&data[start..end])
+}
+
 struct MaskedSoftmax<'a> {
     q_pos: &'a [u32],
     k_pos: &'a [u32],
@@ -26,14 +41,8 @@ impl CustomOp1 for MaskedSoftmax<'_> {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("masked softmax: f32 only");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("masked softmax: input must be contiguous");
-        };
+        let src = contiguous_f32("masked softmax", storage, layout)?;
         let (_b, n, m) = layout.shape().dims3()?;
-        let src = &data[start..end];
         // Keys visible to each query row: a prefix, since key positions are sorted.
         let visible: Vec<usize> = self
             .q_pos
@@ -115,15 +124,9 @@ impl CustomOp1 for SwiGlu {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("swiglu: f32 only");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("swiglu: input must be contiguous");
-        };
+        let src = contiguous_f32("swiglu", storage, layout)?;
         let (n, two_i) = layout.shape().dims2()?;
         let i = two_i / 2;
-        let src = &data[start..end];
         let mut out = vec![0f32; n * i];
         out.par_chunks_mut(i)
             .zip(src.par_chunks(two_i))

@@ -69,6 +69,15 @@ pub struct Model {
     kv_dtype: DType,
 }
 
+/// What a projection computes: prompt rows (prefill, fused passes, chunk precompute) get
+/// exact products; decode steps may round their activations to 16 bits on the packed layout
+/// (`DecodeMatrix`). Decode produces no stored KV, so chunk identity needs no mark of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Prompt,
+    Decode,
+}
+
 /// The identity of a model whose matmuls of up to `max_rows` rows are quantised.
 fn quantized_fingerprint(base: &Fingerprint, max_rows: usize) -> Fingerprint {
     if max_rows == 0 {
@@ -77,12 +86,6 @@ fn quantized_fingerprint(base: &Fingerprint, max_rows: usize) -> Fingerprint {
     let mut fp = FingerprintBuilder::default();
     fp.bytes("weights", &base.0)
         .bytes("quantized_max_rows", &(max_rows as u64).to_le_bytes());
-    if crate::kernels::cpu::q16::available() {
-        // Every quantised product rounds its activations to 16 bits on this CPU (the
-        // interleaved layout, `DecodeMatrix::for_this_cpu`): another computation, so another
-        // identity for the chunks it computes.
-        fp.bytes("q16_packed_max_rows", &(max_rows as u64).to_le_bytes());
-    }
     fp.finish()
 }
 
@@ -212,11 +215,21 @@ impl Model {
         self.weights.quantized.as_ref()?.layers.get(layer)
     }
 
-    /// `x [n, in] · w_t [in, out]`, on `q` (`[out, in]`) when `n` is small enough.
-    fn project(&self, x: &Tensor, w_t: &Tensor, q: Option<&DecodeMatrix>) -> Result<Tensor> {
+    /// `x [n, in] · w_t [in, out]`, on `q` (`[out, in]`) when `n` is small enough: exact
+    /// products for prompt rows, the decode kernel for decode steps.
+    fn project(
+        &self,
+        x: &Tensor,
+        w_t: &Tensor,
+        q: Option<&DecodeMatrix>,
+        pass: Pass,
+    ) -> Result<Tensor> {
         if let Some(q) = q {
             if x.dim(0)? <= self.quant_max_rows {
-                return q.matmul(x);
+                return match pass {
+                    Pass::Prompt => q.matmul_exact(x),
+                    Pass::Decode => q.matmul_decode(x),
+                };
             }
         }
         Ok(x.matmul(w_t)?)
@@ -283,12 +296,16 @@ impl Model {
 
     /// Input norm and q/k/v projections of `hidden` `[n, D]` at `layer`; nothing is rotated.
     pub fn layer_qkv(&self, layer: usize, hidden: &Tensor) -> Result<Qkv> {
+        self.qkv_in(Pass::Prompt, layer, hidden)
+    }
+
+    fn qkv_in(&self, pass: Pass, layer: usize, hidden: &Tensor) -> Result<Qkv> {
         let w = self.check_layer(layer)?;
         let c = &self.config;
         let (n, _) = hidden.dims2()?;
         let x = candle_nn::ops::rms_norm(hidden, &w.input_layernorm, c.rms_norm_eps as f32)?;
         let q = self.quant_layer(layer).and_then(|q| q.qkv_proj.as_ref());
-        let mut qkv = self.project(&x, &w.qkv_proj_t, q)?;
+        let mut qkv = self.project(&x, &w.qkv_proj_t, q, pass)?;
         if let Some(b) = &w.qkv_bias {
             qkv = qkv.broadcast_add(b)?;
         }
@@ -328,14 +345,22 @@ impl Model {
     /// The output projection of attention rows `attn` `[n, H·d]` (heads concatenated):
     /// `[n, D]`. Batched decode attends per sequence, then projects all rows at once.
     pub fn layer_output(&self, layer: usize, attn: &Tensor) -> Result<Tensor> {
+        self.output_in(Pass::Prompt, layer, attn)
+    }
+
+    fn output_in(&self, pass: Pass, layer: usize, attn: &Tensor) -> Result<Tensor> {
         let w = self.check_layer(layer)?;
         let q = self.quant_layer(layer).and_then(|q| q.o_proj.as_ref());
-        self.project(attn, &w.o_proj_t, q)
+        self.project(attn, &w.o_proj_t, q, pass)
     }
 
     /// Residual add of the attention branch, then the MLP block with its residual:
     /// `h = hidden + attn; h + down(silu(gate(norm h)) * up(norm h))`. `[n, D]` in and out.
     pub fn layer_mlp(&self, layer: usize, hidden: &Tensor, attn: &Tensor) -> Result<Tensor> {
+        self.mlp_in(Pass::Prompt, layer, hidden, attn)
+    }
+
+    fn mlp_in(&self, pass: Pass, layer: usize, hidden: &Tensor, attn: &Tensor) -> Result<Tensor> {
         let w = self.check_layer(layer)?;
         let c = &self.config;
         let h = (hidden + attn)?;
@@ -345,14 +370,24 @@ impl Model {
             &x,
             &w.gate_up_proj_t,
             ql.and_then(|q| q.gate_up_proj.as_ref()),
+            pass,
         )?;
         let act = crate::cpu_ops::swiglu(&gu)?;
-        let down = self.project(&act, &w.down_proj_t, ql.and_then(|q| q.down_proj.as_ref()))?;
+        let down = self.project(
+            &act,
+            &w.down_proj_t,
+            ql.and_then(|q| q.down_proj.as_ref()),
+            pass,
+        )?;
         Ok((h + down)?)
     }
 
     /// Final norm and LM head on `hidden` rows `[n, D]`: logits `[n, V]` in f32.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.logits_in(Pass::Prompt, hidden)
+    }
+
+    fn logits_in(&self, pass: Pass, hidden: &Tensor) -> Result<Tensor> {
         let x =
             candle_nn::ops::rms_norm(hidden, &self.weights.norm, self.config.rms_norm_eps as f32)?;
         let q = match (self.quant_max_rows, &self.weights.quantized) {
@@ -360,7 +395,7 @@ impl Model {
             _ => None,
         };
         Ok(self
-            .project(&x, &self.weights.lm_head.t()?, q)?
+            .project(&x, &self.weights.lm_head.t()?, q, pass)?
             .to_dtype(DType::F32)?)
     }
 
@@ -446,7 +481,7 @@ impl Model {
         }
         let mut h = self.embed(ids)?;
         for l in 0..self.num_layers() {
-            let qkv = self.layer_qkv(l, &h)?;
+            let qkv = self.qkv_in(Pass::Decode, l, &h)?;
             let q = self.rope.apply(&qkv.q, &pos)?;
             let k = self.rope.apply(&qkv.k, &pos)?;
             let mut kv = Vec::with_capacity(ids.len());
@@ -468,10 +503,10 @@ impl Model {
                     Tensor::cat(&rows, 0)?
                 }
             };
-            let a = self.layer_output(l, &a)?;
-            h = self.layer_mlp(l, &h, &a)?;
+            let a = self.output_in(Pass::Decode, l, &a)?;
+            h = self.mlp_in(Pass::Decode, l, &h, &a)?;
         }
-        self.logits(&h)
+        self.logits_in(Pass::Decode, &h)
     }
 
     /// One decode step: appends token `id` at the cache's next position, returns its
@@ -495,16 +530,17 @@ impl Model {
         let pos = [p];
         let mut h = self.embed(&[id])?;
         for l in 0..self.num_layers() {
-            let qkv = self.layer_qkv(l, &h)?;
+            let qkv = self.qkv_in(Pass::Decode, l, &h)?;
             let q = self.rope.apply(&qkv.q, &pos)?;
             let k = self.rope.apply(&qkv.k, &pos)?;
             let lkv = &mut cache.layers[l];
             lkv.append(&k, &qkv.v)?;
             let (kk, vv) = (lkv.k()?, lkv.v()?);
-            let a = self.layer_attention(l, &q, &pos, &kk, &vv, &cache.positions)?;
-            h = self.layer_mlp(l, &h, &a)?;
+            let a = causal_attention(&q, &pos, &kk, &vv, &cache.positions)?;
+            let a = self.output_in(Pass::Decode, l, &a)?;
+            h = self.mlp_in(Pass::Decode, l, &h, &a)?;
         }
-        Ok(self.logits(&h)?.squeeze(0)?)
+        Ok(self.logits_in(Pass::Decode, &h)?.squeeze(0)?)
     }
 }
 

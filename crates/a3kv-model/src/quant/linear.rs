@@ -16,7 +16,8 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{PackedMatrix, QMatrix, GROUP};
-use crate::kernels::cpu::{q16, qmatmul_rows, Isa};
+use crate::cpu_ops::contiguous_f32;
+use crate::kernels::cpu::{packed_exact, q16, qmatmul_rows, Isa};
 use crate::{ModelError, Result};
 
 /// Below this many multiply-adds a product runs on the calling thread: waking the pool
@@ -126,9 +127,10 @@ fn split(
     out
 }
 
-/// `x [m, w.cols()] · Wᵀ` on the interleaved layout ([`q16::qmatmul_packed`]): the
-/// activations quantised once, groups of 16 rows split over the rayon pool.
-fn packed_product(w: &PackedMatrix, x: &[f32], m: usize) -> Result<Vec<f32>> {
+/// `x [m, w.cols()] · Wᵀ` on the interleaved layout, groups of 16 rows split over the rayon
+/// pool: integer dot products of 16-bit activations (quantised once, [`q16::qmatmul_packed`])
+/// when `integer`, else exact f32 products ([`qmatmul_packed_exact`](crate::kernels::cpu::packed_exact::qmatmul_packed_exact)).
+fn packed_product(w: &PackedMatrix, x: &[f32], m: usize, integer: bool) -> Result<Vec<f32>> {
     if x.len() != m * w.cols() {
         return Err(ModelError::BadArgument(format!(
             "qmatmul: {} activations for [{m}, {}]",
@@ -136,7 +138,11 @@ fn packed_product(w: &PackedMatrix, x: &[f32], m: usize) -> Result<Vec<f32>> {
             w.cols()
         )));
     }
-    let acts = q16::ActQ16::quantize(x, m, w.cols());
+    let acts = integer.then(|| q16::ActQ16::quantize(x, m, w.cols()));
+    let kernel = |groups: std::ops::Range<usize>, out: &mut [f32]| match &acts {
+        Some(acts) => q16::qmatmul_packed(w, acts, groups, out),
+        None => packed_exact::qmatmul_packed_exact(w, x, m, groups, out),
+    };
     let (rows, groups) = (w.rows(), w.groups());
     let threads = rayon::current_num_threads();
     let per_task = groups.div_ceil(4 * threads).max(1);
@@ -149,10 +155,10 @@ fn packed_product(w: &PackedMatrix, x: &[f32], m: usize) -> Result<Vec<f32>> {
                 .enumerate()
                 .for_each(|(t, o)| {
                     let start = t * per_task;
-                    q16::qmatmul_packed(w, &acts, start..start + o.len() / GROUP, o)
+                    kernel(start..start + o.len() / GROUP, o)
                 });
         } else {
-            q16::qmatmul_packed(w, &acts, 0..groups, &mut out);
+            kernel(0..groups, &mut out);
         }
         out.truncate(rows);
         return Ok(out);
@@ -166,7 +172,7 @@ fn packed_product(w: &PackedMatrix, x: &[f32], m: usize) -> Result<Vec<f32>> {
     let task = |start: usize, end: usize| {
         let len = (end - start) * GROUP;
         let mut local = vec![0f32; m * len];
-        q16::qmatmul_packed(w, &acts, start..end, &mut local);
+        kernel(start..end, &mut local);
         let first = start * GROUP;
         let keep = len.min(rows - first);
         for j in 0..m {
@@ -183,38 +189,18 @@ fn packed_product(w: &PackedMatrix, x: &[f32], m: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-struct PackedMatMul<'a> {
-    w: &'a PackedMatrix,
-}
-
-impl CustomOp1 for PackedMatMul<'_> {
-    fn name(&self) -> &'static str {
-        "a3kv-qmatmul-packed"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("qmatmul: f32 only");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("qmatmul: input must be contiguous");
-        };
-        let (m, _) = layout.shape().dims2()?;
-        let out = packed_product(self.w, &data[start..end], m)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        Ok((CpuStorage::F32(out), Shape::from((m, self.w.rows()))))
-    }
-}
-
 /// `x · Wᵀ` on the interleaved layout: integer dot products of 16-bit activations, 16
 /// weight rows per instruction ([`q16::qmatmul_packed`]; plain Rust without AVX-512 VNNI).
-/// Errors as [`qmatmul`].
+/// Decode only: the activations' rounding is its price. Errors as [`qmatmul`].
 pub fn qmatmul_packed(x: &Tensor, w: &PackedMatrix) -> Result<Tensor> {
-    apply(x, w.rows(), w.cols(), &PackedMatMul { w })
+    apply(x, w.rows(), w.cols(), &QMatMul(Kernel::Packed(w, true)))
+}
+
+/// `x · Wᵀ` on the interleaved layout with exact f32 products of the dequantised weights
+/// ([`packed_exact`]), as [`qmatmul`] computes them on the row-major layout. Errors as
+/// [`qmatmul`].
+pub fn qmatmul_packed_exact(x: &Tensor, w: &PackedMatrix) -> Result<Tensor> {
+    apply(x, w.rows(), w.cols(), &QMatMul(Kernel::Packed(w, false)))
 }
 
 /// Checks `x` against a `[rows, cols]` matrix, runs `op` on it in f32 and hands the result
@@ -237,10 +223,16 @@ fn apply(x: &Tensor, rows: usize, cols: usize, op: &impl CustomOp1) -> Result<Te
     Ok(y.to_dtype(dtype)?)
 }
 
-struct QMatMul<'a> {
-    w: &'a QMatrix,
-    isa: Isa,
+/// The weights of a product and the kernel that reads them.
+#[derive(Clone, Copy)]
+enum Kernel<'a> {
+    /// Row-major blocks, an exact kernel.
+    Exact(&'a QMatrix, Isa),
+    /// Interleaved rows: the integer kernel when `true`, else the exact one.
+    Packed(&'a PackedMatrix, bool),
 }
+
+struct QMatMul<'a>(Kernel<'a>);
 
 impl CustomOp1 for QMatMul<'_> {
     fn name(&self) -> &'static str {
@@ -252,16 +244,14 @@ impl CustomOp1 for QMatMul<'_> {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("qmatmul: f32 only");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("qmatmul: input must be contiguous");
-        };
+        let x = contiguous_f32("qmatmul", storage, layout)?;
         let (m, _) = layout.shape().dims2()?;
-        let out = product(self.isa, self.w, &data[start..end], m)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        Ok((CpuStorage::F32(out), Shape::from((m, self.w.rows()))))
+        let (out, rows) = match self.0 {
+            Kernel::Exact(w, isa) => (product(isa, w, x, m), w.rows()),
+            Kernel::Packed(w, integer) => (packed_product(w, x, m, integer), w.rows()),
+        };
+        let out = out.map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok((CpuStorage::F32(out), Shape::from((m, rows))))
     }
 }
 
@@ -274,7 +264,7 @@ pub fn qmatmul(x: &Tensor, w: &QMatrix) -> Result<Tensor> {
 
 /// `x · Wᵀ` with a chosen exact kernel (the reference twin when `isa` is not available).
 pub fn qmatmul_with(x: &Tensor, w: &QMatrix, isa: Isa) -> Result<Tensor> {
-    apply(x, w.rows(), w.cols(), &QMatMul { w, isa })
+    apply(x, w.rows(), w.cols(), &QMatMul(Kernel::Exact(w, isa)))
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use a3kv_model::kernels::cpu::{q16, Isa};
-use a3kv_model::quant::{qmatmul_packed, qmatmul_with, PackedMatrix, QMatrix, QuantFormat};
+use a3kv_model::quant::{
+    qmatmul_packed, qmatmul_packed_exact, qmatmul_with, PackedMatrix, QMatrix, QuantFormat,
+};
 use a3kv_model::{argmax, DecodeWeights, Device, KvCache, Model, Tensor};
 use anyhow::bail;
 use clap::Args;
@@ -333,6 +335,19 @@ fn kernels(runs: usize) -> anyhow::Result<serde_json::Value> {
                     "q16 packed"
                 );
                 out.push(json!({"shape": name, "rows": m, "kernel": "q16_packed",
+                    "pool_us": pool, "one_thread_us": one}));
+                // The same layout with f32 activations (prompt rows).
+                let run = || -> anyhow::Result<()> {
+                    qmatmul_packed_exact(&x, &packed)?;
+                    Ok(())
+                };
+                let pool = time(&run)?;
+                let one = pool1.install(|| time(&run))?;
+                println!(
+                    "{name:>14} {m:>4} {:>12} {pool:>10.1} {one:>10.1}",
+                    "packed exact"
+                );
+                out.push(json!({"shape": name, "rows": m, "kernel": "packed_exact",
                     "pool_us": pool, "one_thread_us": one}));
             }
             let gemm = || -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ pub mod avx2;
 pub mod avx512;
 pub mod flash;
 pub mod kv_elem;
+pub mod packed_exact;
 pub mod q16;
 pub mod reference;
 
