@@ -226,10 +226,14 @@ impl Model {
     ) -> Result<Tensor> {
         if let Some(q) = q {
             if x.dim(0)? <= self.quant_max_rows {
-                return match pass {
-                    Pass::Prompt => q.matmul_exact(x),
-                    Pass::Decode => q.matmul_decode(x),
-                };
+                match pass {
+                    // Blocks quantised here (a GGUF type the kernels do not read, mixed fused
+                    // formats) are other weights than the f32 path's: prompt rows on them would
+                    // differ from a full prefill's, so prompts take them only from the file.
+                    Pass::Prompt if q.file_blocks() => return q.matmul_exact(x),
+                    Pass::Prompt => {}
+                    Pass::Decode => return q.matmul_decode(x),
+                }
             }
         }
         Ok(x.matmul(w_t)?)
@@ -553,6 +557,29 @@ mod tests {
     /// Request caches in f16/bf16: prefill and decode (one sequence and batched) keep their
     /// cache in the chosen type at half the bytes, and the logits stay close to the f32
     /// cache's (values are rounded once when stored; the math is f32).
+    #[test]
+    fn prompt_passes_on_weights_quantised_here_equal_the_f32_path() {
+        // Quantised from the f32 weights, so other values: prompt rows (few enough for the
+        // quantised path) must still compute on the f32 weights, bit for bit; decode takes
+        // the quantised blocks.
+        let f32_model = tiny_model(Family::Llama, 3).unwrap();
+        let quant = f32_model.with_quantized_weights(QuantFormat::Q8_0).unwrap();
+        let ids = [1u32, 2, 3, 4, 5];
+        let a = f32_model.prefill(&ids, 0, false).unwrap();
+        let b = quant.prefill(&ids, 0, false).unwrap();
+        let (la, lb): (Vec<f32>, Vec<f32>) =
+            (a.logits.to_vec1().unwrap(), b.logits.to_vec1().unwrap());
+        assert_eq!(la, lb);
+        let (mut ca, mut cb) = (a.cache, b.cache);
+        let da: Vec<f32> = f32_model
+            .decode_step(6, &mut ca)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let db: Vec<f32> = quant.decode_step(6, &mut cb).unwrap().to_vec1().unwrap();
+        assert_ne!(da, db, "decode should run on the quantised blocks");
+    }
+
     #[test]
     fn sixteen_bit_request_caches_decode_close_to_f32() {
         let m32 = tiny_model(Family::Llama, 3).unwrap();

@@ -53,6 +53,15 @@ impl DecodeMatrix {
         }
     }
 
+    /// Whether the blocks are a file's own, so exact products on them equal the f32 path's
+    /// ([`QMatrix::file_blocks`]).
+    pub fn file_blocks(&self) -> bool {
+        match self {
+            DecodeMatrix::Rows(w) => w.file_blocks(),
+            DecodeMatrix::Packed(w) => w.file_blocks(),
+        }
+    }
+
     /// Output rows.
     pub fn rows(&self) -> usize {
         match self {

@@ -67,6 +67,9 @@ pub struct QMatrix {
     scales: Vec<f16>,
     /// f16 minimums (Q4_1 only; empty for Q8_0): `rows × blocks`.
     mins: Vec<f16>,
+    /// Whether the blocks are a file's own ([`QMatrix::from_ggml`]), so their values are
+    /// exactly the weights the f32 path reads; `false` when quantised here.
+    file_blocks: bool,
 }
 
 fn bad(message: String) -> ModelError {
@@ -92,6 +95,7 @@ impl QMatrix {
                 QuantFormat::Q4_1 => vec![f16::ZERO; rows * blocks],
                 QuantFormat::Q8_0 => Vec::new(),
             },
+            file_blocks: false,
         })
     }
 
@@ -132,6 +136,7 @@ impl QMatrix {
                 }
             }
         }
+        m.file_blocks = true;
         Ok(m)
     }
 
@@ -229,6 +234,7 @@ impl QMatrix {
             ));
         }
         let mut out = first.as_ref().clone();
+        out.file_blocks = parts.iter().all(|p| p.file_blocks);
         for p in &parts[1..] {
             out.rows += p.rows;
             out.codes.extend_from_slice(&p.codes);
@@ -258,6 +264,12 @@ impl QMatrix {
     /// Block format.
     pub fn format(&self) -> QuantFormat {
         self.format
+    }
+
+    /// Whether the blocks are a file's own (so their values are the f32 path's weights),
+    /// not quantised here from other values.
+    pub fn file_blocks(&self) -> bool {
+        self.file_blocks
     }
 
     /// Output rows.

@@ -37,6 +37,8 @@ pub struct PackedMatrix {
     scales: Vec<f16>,
     /// `groups × blocks × 16` (Q4_1 only; empty for Q8_0).
     mins: Vec<f16>,
+    /// As [`QMatrix::file_blocks`].
+    file_blocks: bool,
 }
 
 impl PackedMatrix {
@@ -62,6 +64,7 @@ impl PackedMatrix {
                 QuantFormat::Q4_1 => vec![f16::ZERO; groups * blocks * GROUP],
                 QuantFormat::Q8_0 => Vec::new(),
             },
+            file_blocks: w.file_blocks(),
         };
         for n in 0..rows {
             let (g, r) = (n / GROUP, n % GROUP);
@@ -97,6 +100,11 @@ impl PackedMatrix {
     /// Block format.
     pub fn format(&self) -> QuantFormat {
         self.format
+    }
+
+    /// As [`QMatrix::file_blocks`].
+    pub fn file_blocks(&self) -> bool {
+        self.file_blocks
     }
 
     /// Output rows.
