@@ -23,7 +23,7 @@ pub enum DecodeMatrix {
 
 impl DecodeMatrix {
     /// `w` in the layout of the fastest kernel this CPU runs: packed where AVX-512 VNNI
-    /// is present (measured 1.5x–5x faster than the row-major kernels at 1–16 rows,
+    /// is present (measured 1.5x–2.3x faster than the row-major kernels at 1–16 rows,
     /// `a3kv bench decode --kernels`), row-major otherwise.
     pub fn for_this_cpu(w: QMatrix) -> Self {
         if q16::available() {
@@ -59,22 +59,6 @@ impl DecodeMatrix {
         match self {
             DecodeMatrix::Rows(w) => w.file_blocks(),
             DecodeMatrix::Packed(w) => w.file_blocks(),
-        }
-    }
-
-    /// Output rows.
-    pub fn rows(&self) -> usize {
-        match self {
-            DecodeMatrix::Rows(w) => w.rows(),
-            DecodeMatrix::Packed(w) => w.rows(),
-        }
-    }
-
-    /// Input columns.
-    pub fn cols(&self) -> usize {
-        match self {
-            DecodeMatrix::Rows(w) => w.cols(),
-            DecodeMatrix::Packed(w) => w.cols(),
         }
     }
 

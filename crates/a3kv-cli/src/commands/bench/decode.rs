@@ -308,60 +308,38 @@ fn kernels(runs: usize) -> anyhow::Result<serde_json::Value> {
                 }
                 Ok(1e6 * best)
             };
+            // Times one kernel on the pool and on one thread; prints and records its row.
+            let mut row =
+                |label: &str, key: &str, run: &(dyn Fn() -> anyhow::Result<()> + Sync)| {
+                    let pool = time(run)?;
+                    let one = pool1.install(|| time(run))?;
+                    println!("{name:>14} {m:>4} {label:>12} {pool:>10.1} {one:>10.1}");
+                    out.push(json!({"shape": name, "rows": m, "kernel": key,
+                    "pool_us": pool, "one_thread_us": one}));
+                    anyhow::Ok(())
+                };
             for isa in Isa::all().into_iter().filter(|i| i.available()) {
-                let run = || -> anyhow::Result<()> {
+                row(isa.as_str(), isa.as_str(), &|| {
                     qmatmul_with(&x, &w, isa)?;
                     Ok(())
-                };
-                let pool = time(&run)?;
-                let one = pool1.install(|| time(&run))?;
-                println!(
-                    "{name:>14} {m:>4} {:>12} {pool:>10.1} {one:>10.1}",
-                    isa.as_str()
-                );
-                out.push(json!({"shape": name, "rows": m, "kernel": isa.as_str(),
-                    "pool_us": pool, "one_thread_us": one}));
+                })?;
             }
             if q16::available() {
-                // The interleaved layout: 16 weight rows per integer dot product.
-                let run = || -> anyhow::Result<()> {
+                // The interleaved layout: 16 weight rows per integer dot product (decode),
+                // and with f32 activations (prompt rows).
+                row("q16 packed", "q16_packed", &|| {
                     qmatmul_packed(&x, &packed)?;
                     Ok(())
-                };
-                let pool = time(&run)?;
-                let one = pool1.install(|| time(&run))?;
-                println!(
-                    "{name:>14} {m:>4} {:>12} {pool:>10.1} {one:>10.1}",
-                    "q16 packed"
-                );
-                out.push(json!({"shape": name, "rows": m, "kernel": "q16_packed",
-                    "pool_us": pool, "one_thread_us": one}));
-                // The same layout with f32 activations (prompt rows).
-                let run = || -> anyhow::Result<()> {
+                })?;
+                row("packed exact", "packed_exact", &|| {
                     qmatmul_packed_exact(&x, &packed)?;
                     Ok(())
-                };
-                let pool = time(&run)?;
-                let one = pool1.install(|| time(&run))?;
-                println!(
-                    "{name:>14} {m:>4} {:>12} {pool:>10.1} {one:>10.1}",
-                    "packed exact"
-                );
-                out.push(json!({"shape": name, "rows": m, "kernel": "packed_exact",
-                    "pool_us": pool, "one_thread_us": one}));
+                })?;
             }
-            let gemm = || -> anyhow::Result<()> {
+            row("f32 gemm", "f32", &|| {
                 x.matmul(&wt)?;
                 Ok(())
-            };
-            let pool = time(&gemm)?;
-            let one = pool1.install(|| time(&gemm))?;
-            println!(
-                "{name:>14} {m:>4} {:>12} {pool:>10.1} {one:>10.1}",
-                "f32 gemm"
-            );
-            out.push(json!({"shape": name, "rows": m, "kernel": "f32",
-                "pool_us": pool, "one_thread_us": one}));
+            })?;
         }
     }
     Ok(json!(out))
