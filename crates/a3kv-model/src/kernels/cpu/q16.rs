@@ -9,9 +9,9 @@
 //! pair by the same two values of 16 weight rows, sixteen of them finish a block for 16 rows,
 //! and the block's 16 scales apply as one vector, with no horizontal sums. Against the exact
 //! kernels (`avx512.rs`: widen the codes to f32, look up their values, two FMAs per 32
-//! weights and row) this measured 1.5x faster at 1, 4 and 16 rows on Q4_1 and 1.6x–5x on
-//! SmolLM2's Q8_0 LM head (`a3kv bench decode --kernels`). The price is the activations'
-//! rounding, at most half a step of `max|x| / 32767` per value (16-bit codes: 8-bit ones,
+//! weights and row) this measured 2.3x faster at one row, 1.8x at 4 and 1.5x at 16 on Q4_1,
+//! and 1.7x on SmolLM2's Q8_0 LM head at one row (`a3kv bench decode --kernels`, one run).
+//! The price is the activations' rounding, at most half a step of `max|x| / 32767` per value (16-bit codes: 8-bit ones,
 //! llama.cpp's `Q8_1`, moved the first-token distribution of SmolLM2 by KL ≈ 1e-2 against the
 //! f32 twin, its outlier channels coarsening every block they sit in).
 //! [`qmatmul_rows_reference`] is the plain-Rust twin that computes the same integer sums on the
