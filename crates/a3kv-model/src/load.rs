@@ -159,6 +159,7 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     fp.bytes("tokenizer", &tokenizer.identity_bytes());
     let mut weights = ModelWeights::build(&config, tensors, opts.dtype)?;
     weights.quantized = quantized;
+    weights.drop_dense_vocab();
     let model = Model::new(
         config,
         weights,

@@ -294,8 +294,18 @@ impl Model {
     /// Embeds token ids: `[n, D]`. Errors on an empty list or an id outside the vocabulary.
     pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
         self.check_ids(ids)?;
-        let idx = Tensor::from_slice(ids, ids.len(), &self.device)?;
-        Ok(self.weights.embed_tokens.index_select(&idx, 0)?)
+        if let Some(table) = &self.weights.embed_tokens {
+            let idx = Tensor::from_slice(ids, ids.len(), &self.device)?;
+            return Ok(table.index_select(&idx, 0)?);
+        }
+        // Tied table held only quantised (`ModelWeights::drop_dense_vocab`).
+        let table = self.quantized_lm_head()?;
+        let d = table.cols();
+        let mut rows = vec![0f32; ids.len() * d];
+        for (&id, row) in ids.iter().zip(rows.chunks_exact_mut(d)) {
+            table.dequantize_row(id as usize, row);
+        }
+        Ok(Tensor::from_vec(rows, (ids.len(), d), &self.device)?.to_dtype(self.dtype)?)
     }
 
     /// Input norm and q/k/v projections of `hidden` `[n, D]` at `layer`; nothing is rotated.
@@ -394,13 +404,36 @@ impl Model {
     fn logits_in(&self, pass: Pass, hidden: &Tensor) -> Result<Tensor> {
         let x =
             candle_nn::ops::rms_norm(hidden, &self.weights.norm, self.config.rms_norm_eps as f32)?;
-        let q = match (self.quant_max_rows, &self.weights.quantized) {
-            (1.., Some(qw)) => qw.lm_head.as_ref(),
-            _ => None,
+        let logits = match &self.weights.lm_head {
+            Some(dense) => {
+                let q = match (self.quant_max_rows, &self.weights.quantized) {
+                    (1.., Some(qw)) => qw.lm_head.as_ref(),
+                    _ => None,
+                };
+                self.project(&x, &dense.t()?, q, pass)?
+            }
+            // Held only quantised, with the file's blocks: exact products stand in for the
+            // dense ones whatever the row count or the decode setting.
+            None => {
+                let q = self.quantized_lm_head()?;
+                match pass {
+                    Pass::Decode if x.dim(0)? <= self.quant_max_rows => q.matmul_decode(&x)?,
+                    _ => q.matmul_exact(&x)?,
+                }
+            }
         };
-        Ok(self
-            .project(&x, &self.weights.lm_head.t()?, q, pass)?
-            .to_dtype(DType::F32)?)
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    /// The quantised LM head, for a model whose dense one was dropped.
+    fn quantized_lm_head(&self) -> Result<&DecodeMatrix> {
+        self.weights
+            .quantized
+            .as_ref()
+            .and_then(|q| q.lm_head.as_ref())
+            .ok_or_else(|| {
+                ModelError::BadArgument("model has neither a dense nor a quantised LM head".into())
+            })
     }
 
     /// Checks that `n` tokens at `start_pos` fit the context window.

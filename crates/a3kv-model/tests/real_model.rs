@@ -4,7 +4,9 @@
 
 mod common;
 
-use a3kv_model::{argmax, load_model, LoadOptions, LoadedModel, Tensor, DEFAULT_RAG_INSTRUCTION};
+use a3kv_model::{
+    argmax, load_model, DecodeWeights, LoadOptions, LoadedModel, Tensor, DEFAULT_RAG_INSTRUCTION,
+};
 use candle_core::Device;
 use candle_transformers::models::quantized_llama::ModelWeights as CandleLlama;
 use common::*;
@@ -182,4 +184,45 @@ fn token_bytes_spell_the_encoded_text() {
     let end = m.tokenizer.token_to_id("<|im_end|>").expect("im_end");
     assert_eq!(m.tokenizer.token_bytes(end).unwrap(), b"<|im_end|>");
     assert_eq!(m.tokenizer.token_bytes(u32::MAX), None);
+}
+
+/// The default load holds the tied vocabulary table only quantised (the dense f32 copy is
+/// dropped, `ModelWeights::drop_dense_vocab`): lookups must give the dense rows bit for bit
+/// and a prefill the same logits as a load that keeps the dense table.
+#[test]
+fn quantised_vocabulary_table_stands_in_for_the_dense_one() {
+    let Some(path) = real_model_path() else {
+        return;
+    };
+    let quant = load_model(&path, &LoadOptions::default()).expect("load");
+    let dense = load_model(
+        &path,
+        &LoadOptions {
+            decode_weights: DecodeWeights::F32,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load dense");
+    let ids = quant.tokenizer.encode(LONG_TEXT).unwrap();
+    let rows = |m: &LoadedModel| -> Vec<f32> {
+        m.model
+            .embed(&ids)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    assert_eq!(rows(&quant), rows(&dense), "embedding rows differ");
+    let logits = |m: &LoadedModel| -> Vec<f32> {
+        m.model
+            .prefill(&ids, 0, false)
+            .unwrap()
+            .logits
+            .to_vec1()
+            .unwrap()
+    };
+    let (q, d) = (logits(&quant), logits(&dense));
+    assert_eq!(argmax(&q).unwrap(), argmax(&d).unwrap());
+    assert!(max_abs_diff(&q, &d) < 1e-3, "{}", max_abs_diff(&q, &d));
 }

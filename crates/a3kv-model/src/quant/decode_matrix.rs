@@ -62,6 +62,30 @@ impl DecodeMatrix {
         }
     }
 
+    /// Dequantised values of row `r` into `out` (`cols` long); the same on either layout.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        match self {
+            DecodeMatrix::Rows(w) => w.dequantize_row(r, out),
+            DecodeMatrix::Packed(w) => w.dequantize_row(r, out),
+        }
+    }
+
+    /// Output rows.
+    pub fn rows(&self) -> usize {
+        match self {
+            DecodeMatrix::Rows(w) => w.rows(),
+            DecodeMatrix::Packed(w) => w.rows(),
+        }
+    }
+
+    /// Input columns.
+    pub fn cols(&self) -> usize {
+        match self {
+            DecodeMatrix::Rows(w) => w.cols(),
+            DecodeMatrix::Packed(w) => w.cols(),
+        }
+    }
+
     /// Bytes a matrix-vector product reads.
     pub fn size_bytes(&self) -> usize {
         match self {

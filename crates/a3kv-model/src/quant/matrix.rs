@@ -246,19 +246,24 @@ impl QMatrix {
 
     /// Dequantised values, row-major `[rows, cols]` (the exact weights the kernels multiply).
     pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.rows * self.cols);
-        for r in 0..self.rows {
-            for j in 0..self.cols {
-                let i = r * self.blocks + j / BLOCK;
-                let d = self.scales[i].to_f32();
-                let q = self.code(r, j);
-                out.push(match self.format {
-                    QuantFormat::Q4_1 => (q as f32).mul_add(d, self.mins[i].to_f32()),
-                    QuantFormat::Q8_0 => d * q as f32,
-                });
-            }
+        let mut out = vec![0.0; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            self.dequantize_row(r, row);
         }
         out
+    }
+
+    /// Dequantised values of row `r` into `out` (`cols` long).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        for (j, o) in out.iter_mut().enumerate().take(self.cols) {
+            let i = r * self.blocks + j / BLOCK;
+            *o = dequantize_value(
+                self.format,
+                self.code(r, j),
+                self.scales[i],
+                self.mins.get(i).copied(),
+            );
+        }
     }
 
     /// Block format.
@@ -309,6 +314,16 @@ impl QMatrix {
     /// Bytes a matrix-vector product reads.
     pub fn size_bytes(&self) -> usize {
         self.codes.len() + 2 * (self.scales.len() + self.mins.len())
+    }
+}
+
+/// One weight from its code, its block's scale and (Q4_1) minimum: the value both layouts'
+/// dequantisers and the f32 path agree on bit for bit (`q·d` is exact in f32, so the fused
+/// multiply-add rounds once, as `q·d + m` does).
+pub(crate) fn dequantize_value(format: QuantFormat, q: i32, d: f16, m: Option<f16>) -> f32 {
+    match format {
+        QuantFormat::Q4_1 => (q as f32).mul_add(d.to_f32(), m.map_or(0.0, f16::to_f32)),
+        QuantFormat::Q8_0 => d.to_f32() * q as f32,
     }
 }
 

@@ -18,6 +18,7 @@
 
 use half::f16;
 
+use super::matrix::dequantize_value;
 use super::{QMatrix, QuantFormat, BLOCK};
 
 /// Rows per group.
@@ -162,6 +163,21 @@ impl PackedMatrix {
         }
     }
 
+    /// Dequantised values of row `n` into `out` (`cols` long), as
+    /// [`QMatrix::dequantize_row`] gives them for the same row.
+    pub fn dequantize_row(&self, n: usize, out: &mut [f32]) {
+        let (g, r) = (n / GROUP, n % GROUP);
+        for (j, o) in out.iter_mut().enumerate().take(self.cols) {
+            let i = (g * self.blocks + j / BLOCK) * GROUP + r;
+            *o = dequantize_value(
+                self.format,
+                self.code(n, j),
+                self.scales[i],
+                self.mins.get(i).copied(),
+            );
+        }
+    }
+
     /// Bytes a matrix-vector product reads.
     pub fn size_bytes(&self) -> usize {
         self.codes.len() + 2 * (self.scales.len() + self.mins.len())
@@ -181,6 +197,12 @@ mod tests {
                 let w = QMatrix::quantize(format, rows, cols, &data(rows * cols, 3)).unwrap();
                 let p = PackedMatrix::pack(&w);
                 assert_eq!((p.rows(), p.cols(), p.format()), (rows, cols, format));
+                let dense = w.dequantize();
+                let mut row = vec![f32::NAN; cols];
+                for n in 0..rows {
+                    p.dequantize_row(n, &mut row);
+                    assert_eq!(row, dense[n * cols..][..cols], "{format:?} row {n}");
+                }
                 for n in 0..rows {
                     for j in 0..cols {
                         assert_eq!(p.code(n, j), w.code(n, j), "{format:?} row {n} value {j}");

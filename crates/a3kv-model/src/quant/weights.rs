@@ -183,7 +183,10 @@ impl QuantWeights {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self::in_cpu_layout(layers, q(&weights.lm_head.t()?)?))
+        let lm_head = weights.lm_head.as_ref().ok_or_else(|| {
+            ModelError::BadArgument("the dense LM head was dropped: nothing to quantise".into())
+        })?;
+        Ok(Self::in_cpu_layout(layers, q(&lm_head.t()?)?))
     }
 
     /// Bytes one token's pass reads from the quantised matrices.
