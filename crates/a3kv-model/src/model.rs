@@ -521,10 +521,17 @@ impl Model {
             let qkv = self.qkv_in(Pass::Decode, l, &h)?;
             let q = self.rope.apply(&qkv.q, &pos)?;
             let k = self.rope.apply(&qkv.k, &pos)?;
+            // Each sequence's new row straight out of the batch's [H_kv, B, d] (no per-row
+            // tensor ops: they cost more than the copy).
+            let rows = |t: &Tensor| -> Result<Vec<f32>> {
+                Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+            };
+            let (k_rows, v_rows) = (rows(&k)?, rows(&qkv.v)?);
+            let d = self.config.head_dim;
             let mut kv = Vec::with_capacity(ids.len());
             for (b, c) in caches.iter_mut().enumerate() {
                 let lkv = &mut c.layers[l];
-                lkv.append(&k.narrow(1, b, 1)?, &qkv.v.narrow(1, b, 1)?)?;
+                lkv.append_rows(&k_rows[b * d..], &v_rows[b * d..], ids.len() * d, 1)?;
                 kv.push((lkv.k()?, lkv.v()?));
             }
             let k_pos: Vec<&[u32]> = caches.iter().map(|c| c.positions.as_slice()).collect();
