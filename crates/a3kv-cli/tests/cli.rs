@@ -748,6 +748,8 @@ fn bench_decode_measures_both_weight_sets_and_compares_with_llama_cpp() {
         "1,3",
         "--runs",
         "1",
+        "--kv-dtype",
+        "f16",
         "--llamacpp",
         jsonl.to_str().unwrap(),
         "--out",
@@ -755,6 +757,7 @@ fn bench_decode_measures_both_weight_sets_and_compares_with_llama_cpp() {
     ]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("CPU flags:"), "{stdout}");
+    assert!(stdout.contains("KV cache: f16"), "{stdout}");
     assert!(
         stdout.contains("one sequence: quantized / f32 ="),
         "{stdout}"
@@ -766,6 +769,7 @@ fn bench_decode_measures_both_weight_sets_and_compares_with_llama_cpp() {
     assert!(stdout.contains("llama.cpp's best (Q4_1)"), "{stdout}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["kv_dtype"], "f16");
     let rows = v["decode"].as_array().unwrap();
     // Per weight set: decode_step, then decode_batch at 1 and 3 sequences.
     assert_eq!(rows.len(), 6);

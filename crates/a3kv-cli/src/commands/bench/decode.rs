@@ -41,6 +41,11 @@ pub struct DecodeArgs {
     /// Runs per point (median reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Element type of the sequences' KV caches (key `engine.kv_dtype`): f32, f16 or bf16.
+    /// Decode attention reads every cached row each step, so at many sequences the cache's
+    /// bytes count.
+    #[arg(long, default_value = "f32")]
+    pub kv_dtype: a3kv_store::KvDtype,
     /// Weights measured: quantized, f32 or both (the ratio needs both).
     #[arg(long, value_delimiter = ',', default_value = "quantized,f32")]
     pub weights: Vec<String>,
@@ -143,16 +148,20 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<()> {
     if a.tokens == 0 || a.prompt_tokens == 0 || a.sequences.contains(&0) {
         bail!("--tokens, --prompt-tokens and --sequences must be >= 1");
     }
-    let lm = crate::common::load(a.model.clone())?;
+    let mut lm = crate::common::load(a.model.clone())?;
+    lm.model = lm
+        .model
+        .with_kv_dtype(a3kv_sched::kv_candle_dtype(a.kv_dtype))?;
     let rows = match &a.llamacpp {
         Some(p) => Some(llamacpp::read_jsonl(p)?),
         None => None,
     };
     println!(
-        "CPU flags: {}; quantised kernel: {}; rayon threads: {}",
+        "CPU flags: {}; quantised kernel: {}; rayon threads: {}; KV cache: {}",
         cpu_flags(),
         quantized_kernel(),
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        a.kv_dtype.as_str()
     );
     let mut models = Vec::new();
     for w in &a.weights {
@@ -231,7 +240,7 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<()> {
         std::fs::write(
             &p,
             serde_json::to_string_pretty(&json!({"cpu_flags": cpu_flags(),
-                "kernel": quantized_kernel(), "tokens": a.tokens,
+                "kernel": quantized_kernel(), "kv_dtype": a.kv_dtype.as_str(), "tokens": a.tokens,
                 "prompt_tokens": a.prompt_tokens, "decode": results,
                 "crossover": crossover, "kernels": kernels}))?,
         )?;
