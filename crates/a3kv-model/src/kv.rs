@@ -237,6 +237,15 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
     /// The cache after appending `rows` one at a time with the tensor ops the in-place writer
     /// replaced: `to_dtype`, then `cat` (the reference twin of [`LayerKv::append_rows`]).
     fn reference(start: &Tensor, rows: &[Tensor]) -> Vec<f32> {
@@ -244,12 +253,7 @@ mod tests {
         for r in rows {
             t = Tensor::cat(&[&t, &r.to_dtype(start.dtype()).unwrap()], 1).unwrap();
         }
-        t.to_dtype(DType::F32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
+        values(&t)
     }
 
     #[test]
@@ -273,22 +277,14 @@ mod tests {
                 want.push(step.narrow(1, 2, 1).unwrap().contiguous().unwrap());
             }
             assert_eq!(kv.len(), 44);
-            let got = |t: Tensor| -> Vec<f32> {
-                t.to_dtype(DType::F32)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap()
-            };
             let want = reference(&k0, &want);
-            assert_eq!(got(kv.k().unwrap()), want, "{dtype:?} keys");
-            assert_eq!(got(kv.v().unwrap()), want, "{dtype:?} values");
+            assert_eq!(values(&kv.k().unwrap()), want, "{dtype:?} keys");
+            assert_eq!(values(&kv.v().unwrap()), want, "{dtype:?} values");
             // Tensor rows through `append` land the same way.
             let more = Tensor::randn(0f32, 1.0, (hkv, 2, d), &dev).unwrap();
             kv.append(&more, &more).unwrap();
-            let k = got(kv.k().unwrap());
-            let tail = got(more.to_dtype(dtype).unwrap());
+            let k = values(&kv.k().unwrap());
+            let tail = values(&more.to_dtype(dtype).unwrap());
             for h in 0..hkv {
                 assert_eq!(k[(h * 46 + 44) * d..][..2 * d], tail[h * 2 * d..][..2 * d]);
             }
