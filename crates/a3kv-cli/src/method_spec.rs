@@ -194,6 +194,8 @@ mod tests {
             "rank",
             "kvdev",
             "kdev",
+            "hkdev",
+            "hkvdev",
         ] {
             let (_, p) = parse(&format!("{name}:sink=1;r=0.2"), 0.15).unwrap();
             assert_eq!((p.method.as_str(), p.sink_tokens), (name, 1));

@@ -15,6 +15,7 @@ mod cacheblend;
 mod epic;
 mod floor;
 mod full;
+mod headdev;
 pub mod hybrid;
 mod kvdev;
 mod product;
@@ -179,6 +180,8 @@ pub static REGISTRY: &[&dyn Selector] = &[
     &rank::RANK,
     &kvdev::KVDEV,
     &kvdev::KDEV,
+    &headdev::HKDEV,
+    &headdev::HKVDEV,
 ];
 
 /// A registered selection method, named as in [`REGISTRY`]. Serialised as its name.
