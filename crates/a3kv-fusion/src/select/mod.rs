@@ -15,7 +15,6 @@ mod cacheblend;
 mod epic;
 mod floor;
 mod full;
-mod headdev;
 pub mod hybrid;
 mod kvdev;
 mod product;
@@ -180,8 +179,8 @@ pub static REGISTRY: &[&dyn Selector] = &[
     &rank::RANK,
     &kvdev::KVDEV,
     &kvdev::KDEV,
-    &headdev::HKDEV,
-    &headdev::HKVDEV,
+    &kvdev::HKDEV,
+    &kvdev::HKVDEV,
 ];
 
 /// A registered selection method, named as in [`REGISTRY`]. Serialised as its name.
