@@ -216,11 +216,13 @@ impl Model {
     }
 
     /// `x [n, in] · w_t [in, out]`, on `q` (`[out, in]`) when `n` is small enough: exact
-    /// products for prompt rows, the decode kernel for decode steps.
+    /// products for prompt rows, the decode kernel for decode steps. Without a dense `w_t`
+    /// (dropped at load, [`ModelWeights::drop_dense_vocab`], only where `q` holds the file's
+    /// own blocks) every other product runs exactly on `q`.
     fn project(
         &self,
         x: &Tensor,
-        w_t: &Tensor,
+        w_t: Option<&Tensor>,
         q: Option<&DecodeMatrix>,
         pass: Pass,
     ) -> Result<Tensor> {
@@ -235,8 +237,16 @@ impl Model {
                     Pass::Decode => return q.matmul_decode(x),
                 }
             }
+            if w_t.is_none() {
+                return q.matmul_exact(x);
+            }
         }
-        Ok(x.matmul(w_t)?)
+        match w_t {
+            Some(w_t) => Ok(x.matmul(w_t)?),
+            None => Err(ModelError::BadArgument(
+                "projection with neither dense nor quantised weights".into(),
+            )),
+        }
     }
 
     /// Hyper-parameters.
@@ -319,7 +329,7 @@ impl Model {
         let (n, _) = hidden.dims2()?;
         let x = candle_nn::ops::rms_norm(hidden, &w.input_layernorm, c.rms_norm_eps as f32)?;
         let q = self.quant_layer(layer).and_then(|q| q.qkv_proj.as_ref());
-        let mut qkv = self.project(&x, &w.qkv_proj_t, q, pass)?;
+        let mut qkv = self.project(&x, Some(&w.qkv_proj_t), q, pass)?;
         if let Some(b) = &w.qkv_bias {
             qkv = qkv.broadcast_add(b)?;
         }
@@ -365,7 +375,7 @@ impl Model {
     fn output_in(&self, pass: Pass, layer: usize, attn: &Tensor) -> Result<Tensor> {
         let w = self.check_layer(layer)?;
         let q = self.quant_layer(layer).and_then(|q| q.o_proj.as_ref());
-        self.project(attn, &w.o_proj_t, q, pass)
+        self.project(attn, Some(&w.o_proj_t), q, pass)
     }
 
     /// Residual add of the attention branch, then the MLP block with its residual:
@@ -382,14 +392,14 @@ impl Model {
         let ql = self.quant_layer(layer);
         let gu = self.project(
             &x,
-            &w.gate_up_proj_t,
+            Some(&w.gate_up_proj_t),
             ql.and_then(|q| q.gate_up_proj.as_ref()),
             pass,
         )?;
         let act = crate::cpu_ops::swiglu(&gu)?;
         let down = self.project(
             &act,
-            &w.down_proj_t,
+            Some(&w.down_proj_t),
             ql.and_then(|q| q.down_proj.as_ref()),
             pass,
         )?;
@@ -404,24 +414,18 @@ impl Model {
     fn logits_in(&self, pass: Pass, hidden: &Tensor) -> Result<Tensor> {
         let x =
             candle_nn::ops::rms_norm(hidden, &self.weights.norm, self.config.rms_norm_eps as f32)?;
-        let logits = match &self.weights.lm_head {
-            Some(dense) => {
-                let q = match (self.quant_max_rows, &self.weights.quantized) {
-                    (1.., Some(qw)) => qw.lm_head.as_ref(),
-                    _ => None,
-                };
-                self.project(&x, &dense.t()?, q, pass)?
-            }
-            // Held only quantised, with the file's blocks: exact products stand in for the
-            // dense ones whatever the row count or the decode setting.
-            None => {
-                let q = self.quantized_lm_head()?;
-                match pass {
-                    Pass::Decode if x.dim(0)? <= self.quant_max_rows => q.matmul_decode(&x)?,
-                    _ => q.matmul_exact(&x)?,
-                }
-            }
+        let dense = self.weights.lm_head.as_ref().map(Tensor::t).transpose()?;
+        // The quantised head serves small products when the quantised path is on, and every
+        // product when it is the only copy.
+        let q = match (self.quant_max_rows, &dense) {
+            (0, Some(_)) => None,
+            _ => self
+                .weights
+                .quantized
+                .as_ref()
+                .and_then(|q| q.lm_head.as_ref()),
         };
+        let logits = self.project(&x, dense.as_ref(), q, pass)?;
         Ok(logits.to_dtype(DType::F32)?)
     }
 
