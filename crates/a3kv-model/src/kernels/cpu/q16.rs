@@ -237,8 +237,27 @@ mod vnni {
         }
     }
 
-    /// Activation rows per tile at most.
-    const MAX_TILE_ROWS: usize = 8;
+    /// `acc + Σ pairs a·b` as one `vpdpwssd`. Written as inline assembly because LLVM
+    /// rewrites the intrinsic into `vpmaddwd` + `vpaddd` (it treats the dot product as an
+    /// add it may reassociate and does not fuse back): twice the instructions, and this
+    /// kernel's one bottleneck. Same integer result either way (wrapping 32-bit adds).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        let mut acc = acc;
+        std::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        acc
+    }
+
+    /// Activation rows per tile at most (two groups × four rows: 8 integer and 8 f32
+    /// accumulators, 8 broadcast pairs and the weights fit the 32 registers).
+    const MAX_TILE_ROWS: usize = 4;
 
     /// # Safety
     /// AVX-512 F/BW/VL/VNNI present; shapes checked by the caller.
@@ -253,9 +272,12 @@ mod vnni {
         let q4 = w.format() == QuantFormat::Q4_1;
         let mut g = groups.start;
         while g < groups.end {
-            // Two groups at a time for one or two activation rows (four independent sums in
-            // flight), one group for more (registers: tiles of up to four rows).
-            let gn = if x.m <= 2 { (groups.end - g).min(2) } else { 1 };
+            // Two groups at a time: each broadcast activation pair then feeds two products.
+            // Broadcasts are what bounds this loop on Zen 4 (a `vpbroadcastd` from memory per
+            // product runs at ~0.7 per cycle, the products at one), so a tile of one group
+            // and eight rows ran at 2.4 G products/s and one of two groups and four rows at
+            // 3.0 (a loop of this shape alone, one core).
+            let gn = (groups.end - g).min(2);
             let mut j = 0;
             while j < x.m {
                 let tm = (x.m - j).min(MAX_TILE_ROWS);
@@ -269,7 +291,7 @@ mod vnni {
                         }
                     };
                 }
-                go!(1 1, 1 2, 1 3, 1 4, 1 5, 1 6, 1 7, 1 8, 2 1, 2 2);
+                go!(1 1, 1 2, 1 3, 1 4, 2 1, 2 2, 2 3, 2 4);
                 j += tm;
             }
             g += gn;
@@ -299,8 +321,10 @@ mod vnni {
         let nibble = _mm512_set1_epi16(0x0F);
         let mut acc = [[_mm512_setzero_ps(); TM]; GN];
         for b in 0..blocks {
-            // Two integer sums per (group, activation row): even and odd pairs (Q4_1: low and
-            // high nibbles), so no chain of sixteen dependent dot products.
+            // Small tiles keep two integer sums per (group, activation row), even and odd pairs
+            // (Q4_1: low and high nibbles), so no chain of sixteen dependent dot products; from
+            // eight accumulators on, the chains are enough and the registers are not.
+            let two = GN * TM <= 4;
             let mut s0 = [[_mm512_setzero_si512(); TM]; GN];
             let mut s1 = [[_mm512_setzero_si512(); TM]; GN];
             // The activation pair `2k, 2k + 1` of block `b`, as one 32-bit lane to broadcast.
@@ -319,8 +343,12 @@ mod vnni {
                         let lo = _mm512_and_si512(raw, nibble);
                         let hi = _mm512_srli_epi16::<4>(raw);
                         for j in 0..TM {
-                            s0[gi][j] = _mm512_dpwssd_epi32(s0[gi][j], lo, xl[j]);
-                            s1[gi][j] = _mm512_dpwssd_epi32(s1[gi][j], hi, xh[j]);
+                            s0[gi][j] = dpwssd(s0[gi][j], lo, xl[j]);
+                            if two {
+                                s1[gi][j] = dpwssd(s1[gi][j], hi, xh[j]);
+                            } else {
+                                s0[gi][j] = dpwssd(s0[gi][j], hi, xh[j]);
+                            }
                         }
                     }
                 }
@@ -333,8 +361,12 @@ mod vnni {
                         let w0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.cast()));
                         let w1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.add(32).cast()));
                         for j in 0..TM {
-                            s0[gi][j] = _mm512_dpwssd_epi32(s0[gi][j], w0, x0[j]);
-                            s1[gi][j] = _mm512_dpwssd_epi32(s1[gi][j], w1, x1[j]);
+                            s0[gi][j] = dpwssd(s0[gi][j], w0, x0[j]);
+                            if two {
+                                s1[gi][j] = dpwssd(s1[gi][j], w1, x1[j]);
+                            } else {
+                                s0[gi][j] = dpwssd(s0[gi][j], w1, x1[j]);
+                            }
                         }
                     }
                 }
@@ -348,7 +380,12 @@ mod vnni {
                     _mm512_setzero_ps()
                 };
                 for j in 0..TM {
-                    let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[gi][j], s1[gi][j]));
+                    let sum = if two {
+                        _mm512_add_epi32(s0[gi][j], s1[gi][j])
+                    } else {
+                        s0[gi][j]
+                    };
+                    let dot = _mm512_cvtepi32_ps(sum);
                     let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*xd[j].add(b)));
                     acc[gi][j] = _mm512_fmadd_ps(dot, scale, acc[gi][j]);
                     if Q4 {
