@@ -286,6 +286,20 @@ impl FusionRun {
         } else {
             (None, None)
         };
+        let profile = if n_doc > 0
+            && self.fixed_selection.is_none()
+            && selector.needs_question_pass(&self.params)
+        {
+            Some(crate::select::question_pass(
+                model,
+                &self.prompt,
+                &pos,
+                cached,
+                self.params.pooling_width,
+            )?)
+        } else {
+            None
+        };
         let (scores, mass) = if self.fixed_selection.is_some() {
             (Vec::new(), None)
         } else {
@@ -297,6 +311,7 @@ impl FusionRun {
                     v_fresh: &qkv.v,
                     v_cached: v_cached.as_ref(),
                     k_cached: k_cached.as_ref(),
+                    question_profile: profile.as_deref(),
                 },
                 &self.params,
             )?

@@ -17,6 +17,7 @@ mod floor;
 mod full;
 pub mod hybrid;
 mod kvdev;
+mod layerattn;
 mod product;
 mod progressive;
 mod rank;
@@ -31,6 +32,7 @@ use crate::selection::{select_with_sinks, FusionParams};
 use crate::{FusionError, Result};
 
 pub use cacheblend::v_deviation;
+pub use layerattn::question_pass;
 
 /// What a scoring method sees at its check layer `c` (all rows computed exactly up to `c`).
 #[derive(Debug)]
@@ -50,6 +52,10 @@ pub struct ScoreInput<'a> {
     /// this prompt; `[H_kv, T, d]`), present when the selector asked for them
     /// ([`Selector::needs_cached_k`]) along with the cached V.
     pub k_cached: Option<&'a Tensor>,
+    /// The question's attention over the document rows averaged over every layer of a
+    /// question-only pass over the reused cache ([`question_pass`]), present when the
+    /// selector asked for it ([`Selector::needs_question_pass`]).
+    pub question_profile: Option<&'a [f32]>,
 }
 
 /// What a second scoring stage ([`Selector::stage`]) sees at its layer `l` (after the check
@@ -112,6 +118,13 @@ pub trait Selector: Sync {
     /// Whether [`Selector::scores`] also reads the cached K of the check layer (only asked
     /// when [`Selector::needs_cached_v`] is true).
     fn needs_cached_k(&self, _params: &FusionParams) -> bool {
+        false
+    }
+
+    /// Whether [`Selector::scores`] reads the question pass's layer-averaged attention
+    /// ([`ScoreInput::question_profile`]); the fused prefill then reads every cached layer
+    /// before it selects.
+    fn needs_question_pass(&self, _params: &FusionParams) -> bool {
         false
     }
 
@@ -181,6 +194,9 @@ pub static REGISTRY: &[&dyn Selector] = &[
     &kvdev::KDEV,
     &kvdev::HKDEV,
     &kvdev::HKVDEV,
+    &layerattn::LAYERATTN,
+    &layerattn::LAYERATTN_VDEV,
+    &layerattn::LAYERATTN_KDEV,
 ];
 
 /// A registered selection method, named as in [`REGISTRY`]. Serialised as its name.
