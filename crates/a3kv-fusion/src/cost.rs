@@ -86,11 +86,37 @@ pub fn dropped_candidates_share(
     ((layers_after_check as f64 + 1.0) * per_layer - n * qkv) / full
 }
 
+/// The multiply-adds of a question pass ([`crate::select::question_pass`]) as a share of a
+/// full prefill of `t` rows: the question rows at positions `question` through every layer
+/// (projections and causal attention), and at each layer their scores against the keys
+/// after the prefix of `prefix` rows (`QKᵀ` once more, summed over the query heads).
+pub fn question_pass_share(c: &ModelConfig, t: usize, prefix: usize, question: &[u32]) -> f64 {
+    let full = full_macs(c, t);
+    if full <= 0.0 || question.is_empty() {
+        return 0.0;
+    }
+    let (qkv, rest) = row_macs(c);
+    let n = question.len() as f64;
+    let attn: f64 = question.iter().map(|&p| attention_macs(c, p)).sum();
+    let scores = n * (c.num_heads * c.head_dim) as f64 * t.saturating_sub(prefix) as f64;
+    c.num_layers as f64 * (n * (qkv + rest) + attn + scores) / full
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use a3kv_model::testing::tiny_config;
     use a3kv_model::Family;
+
+    #[test]
+    fn a_question_pass_costs_about_its_share_of_rows() {
+        let c = tiny_config(Family::Llama);
+        let q: Vec<u32> = (270..300).collect();
+        // 30 of 300 rows, late ones (their attention costs more), plus the scores.
+        let share = question_pass_share(&c, 300, 10, &q);
+        assert!(share > 0.1 && share < 0.3, "{share}");
+        assert_eq!(question_pass_share(&c, 300, 10, &[]), 0.0);
+    }
 
     #[test]
     fn every_row_at_every_layer_is_a_full_prefill() {

@@ -159,6 +159,8 @@ pub struct FusionRun {
     question_q: Vec<Tensor>,
     fixed_selection: Option<Vec<usize>>,
     stage: Option<PendingStage>,
+    /// Whether the selection ran a question pass ([`crate::select::question_pass`]).
+    question_pass: bool,
     /// Candidates a second stage dropped (global rows) and the layers they ran after the
     /// check layer, for the cost floor.
     dropped: (Vec<u32>, usize),
@@ -194,6 +196,7 @@ impl FusionRun {
             question_q: Vec::new(),
             fixed_selection: None,
             stage: None,
+            question_pass: false,
             dropped: (Vec::new(), 0),
             next_layer: 0,
             started: Instant::now(),
@@ -290,6 +293,7 @@ impl FusionRun {
             && self.fixed_selection.is_none()
             && selector.needs_question_pass(&self.params)
         {
+            self.question_pass = true;
             Some(crate::select::question_pass(
                 model,
                 &self.prompt,
@@ -584,6 +588,14 @@ impl FusionRun {
                     &self.dropped.0,
                     self.dropped.1,
                 );
+        if self.question_pass {
+            self.report.flop_floor += crate::cost::question_pass_share(
+                model.config(),
+                self.prompt.len(),
+                self.prompt.prefix_len(),
+                &self.question_rows(),
+            );
+        }
         if with_selection {
             self.report.selected_positions = Some(self.rows[..recomputed].to_vec());
         }

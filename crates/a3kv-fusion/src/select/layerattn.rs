@@ -193,13 +193,12 @@ mod tests {
             "{}",
             rel.iter().sum::<f32>()
         );
-        for name in ["layerattn", "layerattn_vdev", "layerattn_kdev"] {
-            let method: Method = name.parse().unwrap();
+        let run = |name: &str| {
             let params = FusionParams {
-                method,
+                method: name.parse::<Method>().unwrap(),
                 ..FusionParams::default()
             };
-            let out = fused_prefill(
+            fused_prefill(
                 &model,
                 &prompt,
                 Some(prefix.clone()),
@@ -207,9 +206,18 @@ mod tests {
                 &params,
                 true,
             )
-            .unwrap();
+            .unwrap()
+        };
+        let kdev_floor = run("kdev").report.flop_floor;
+        for name in ["layerattn", "layerattn_vdev", "layerattn_kdev"] {
+            let out = run(name);
             // The budget's document rows beside the question's four.
             assert!(out.report.recomputed_tokens > 4, "{name} selected nothing");
+            // The same budget as kdev, plus the question pass.
+            assert!(
+                out.report.flop_floor > kdev_floor,
+                "{name}: pass not costed"
+            );
         }
     }
 }
