@@ -8,7 +8,10 @@
 //! Beside the paper's methods: selections that mix A^3's question attention with
 //! CacheBlend's deviation in other ways (issue #16, README "Quality"): `floor` (a per-chunk
 //! minimum share), `product` (relevance × deviation), `window` (whole windows of rows) and
-//! `progressive` (a larger candidate set narrowed at a deeper layer, [`Selector::stage`]).
+//! `progressive` (a larger candidate set narrowed at a deeper layer, [`Selector::stage`]);
+//! the K-deviation family (`kvdev`, `kdev`, …); and `layerattn…`, which measure the
+//! question's relevance at every layer of a question-only pass over the reused cache
+//! ([`Selector::needs_question_pass`]).
 
 mod a3;
 mod cacheblend;
