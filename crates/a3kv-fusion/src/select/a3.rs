@@ -26,10 +26,6 @@ impl Selector for A3 {
         params.hybrid_weight.is_some()
     }
 
-    fn scores(&self, input: &ScoreInput<'_>, params: &FusionParams) -> Result<Vec<f32>> {
-        Ok(self.scores_and_mass(input, params)?.0)
-    }
-
     fn scores_and_mass(
         &self,
         input: &ScoreInput<'_>,

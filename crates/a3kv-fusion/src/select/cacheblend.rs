@@ -24,11 +24,16 @@ impl Selector for CacheBlend {
         true
     }
 
-    fn scores(&self, input: &ScoreInput<'_>, _params: &FusionParams) -> Result<Vec<f32>> {
-        match input.v_cached {
-            Some(v_cached) => v_deviation(input.v_fresh, v_cached, input.prompt),
-            None => Ok(Vec::new()), // no document rows
-        }
+    fn scores_and_mass(
+        &self,
+        input: &ScoreInput<'_>,
+        _params: &FusionParams,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let dev = match input.v_cached {
+            Some(v_cached) => v_deviation(input.v_fresh, v_cached, input.prompt)?,
+            None => Vec::new(), // no document rows
+        };
+        Ok((dev, None))
     }
 }
 

@@ -103,7 +103,7 @@ pub trait Selector: Sync {
         false
     }
 
-    /// Whether rows are chosen from scores at a check layer `>= 1` ([`Selector::scores`]);
+    /// Whether rows are chosen from scores at a check layer `>= 1` ([`Selector::scores_and_mass`]);
     /// otherwise they are chosen from the prompt alone before layer 0
     /// ([`Selector::select_static`]).
     fn scores_at_check_layer(&self) -> bool;
@@ -113,18 +113,18 @@ pub trait Selector: Sync {
         usize::from(self.scores_at_check_layer())
     }
 
-    /// Whether [`Selector::scores`] reads the cached V of the check layer.
+    /// Whether [`Selector::scores_and_mass`] reads the cached V of the check layer.
     fn needs_cached_v(&self, _params: &FusionParams) -> bool {
         false
     }
 
-    /// Whether [`Selector::scores`] also reads the cached K of the check layer (only asked
+    /// Whether [`Selector::scores_and_mass`] also reads the cached K of the check layer (only asked
     /// when [`Selector::needs_cached_v`] is true).
     fn needs_cached_k(&self, _params: &FusionParams) -> bool {
         false
     }
 
-    /// Whether [`Selector::scores`] reads the question pass's layer-averaged attention
+    /// Whether [`Selector::scores_and_mass`] reads the question pass's layer-averaged attention
     /// ([`ScoreInput::question_profile`]); the fused prefill then reads every cached layer
     /// before it selects.
     fn needs_question_pass(&self, _params: &FusionParams) -> bool {
@@ -137,29 +137,24 @@ pub trait Selector: Sync {
         Vec::new()
     }
 
-    /// One score per document row (higher = recompute first) for a scoring method; the
-    /// fused prefill takes the sink tokens, then the top of these scores, up to `k`.
-    fn scores(&self, _input: &ScoreInput<'_>, _params: &FusionParams) -> Result<Vec<f32>> {
+    /// For a scoring method: one score per document row (higher = recompute first; the
+    /// fused prefill takes the sink tokens, then the top of these scores, up to `k`) and,
+    /// when it differs from them, the distribution whose mass an adaptive budget covers
+    /// ([`crate::auto_k`]); `None` = the scores themselves. `a3` with a hybrid weight ranks
+    /// by the hybrid but sizes the budget by the question's attention mass alone.
+    fn scores_and_mass(
+        &self,
+        _input: &ScoreInput<'_>,
+        _params: &FusionParams,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         Err(FusionError::InvalidParameter(format!(
             "{} does not score rows",
             self.name()
         )))
     }
 
-    /// [`Selector::scores`] and, when it differs from them, the distribution whose mass an
-    /// adaptive budget covers ([`crate::auto_k`]); `None` = the scores themselves. `a3`
-    /// with a hybrid weight ranks by the hybrid but sizes the budget by the question's
-    /// attention mass alone.
-    fn scores_and_mass(
-        &self,
-        input: &ScoreInput<'_>,
-        params: &FusionParams,
-    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-        Ok((self.scores(input, params)?, None))
-    }
-
     /// The document rows to recompute (document-relative, ascending), at most `k`, from
-    /// [`Selector::scores`]; `sinks` (ascending) are the chunk-start rows the request asked
+    /// [`Selector::scores_and_mass`]; `sinks` (ascending) are the chunk-start rows the request asked
     /// for. By default the sinks, then the top of the scores ([`select_with_sinks`]).
     fn select(&self, _prompt: &RagPrompt, scores: &[f32], k: usize, sinks: &[usize]) -> Vec<usize> {
         select_with_sinks(scores, k, sinks)

@@ -44,10 +44,6 @@ impl Selector for Progressive {
         true
     }
 
-    fn scores(&self, input: &ScoreInput<'_>, params: &FusionParams) -> Result<Vec<f32>> {
-        Ok(self.scores_and_mass(input, params)?.0)
-    }
-
     fn scores_and_mass(
         &self,
         input: &ScoreInput<'_>,
