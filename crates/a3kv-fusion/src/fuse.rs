@@ -161,6 +161,9 @@ pub struct FusionRun {
     stage: Option<PendingStage>,
     /// Whether the selection ran a question pass ([`crate::select::question_pass`]).
     question_pass: bool,
+    /// Layers the question pass already assembled and re-positioned (by layer; empty or
+    /// `None` where it did not), taken by [`FusionRun::attend_layer`].
+    prepared: Vec<Option<(Tensor, Tensor)>>,
     /// Candidates a second stage dropped (global rows) and the layers they ran after the
     /// check layer, for the cost floor.
     dropped: (Vec<u32>, usize),
@@ -197,6 +200,7 @@ impl FusionRun {
             fixed_selection: None,
             stage: None,
             question_pass: false,
+            prepared: Vec::new(),
             dropped: (Vec::new(), 0),
             next_layer: 0,
             started: Instant::now(),
@@ -294,13 +298,16 @@ impl FusionRun {
             && selector.needs_question_pass(&self.params)
         {
             self.question_pass = true;
-            Some(crate::select::question_pass(
+            let pass = crate::select::question_pass(
                 model,
                 &self.prompt,
                 &pos,
                 cached,
                 self.params.pooling_width,
-            )?)
+                c,
+            )?;
+            self.prepared = pass.layers;
+            Some(pass.relevance)
         } else {
             None
         };
@@ -434,14 +441,22 @@ impl FusionRun {
             )));
         }
         let tr = Instant::now();
-        let (k_pre, v_cached) = cached.layer(l)?;
-        // RoPE writes a new tensor: the fresh keys go into it in place.
-        let k_f = model.rope().apply(&k_pre, &self.positions)?;
+        let stage_here = self.stage.as_ref().is_some_and(|s| s.layer == l);
+        let prepared = self.prepared.get_mut(l).and_then(Option::take);
+        let (k_f, v_cached) = match prepared {
+            // The question pass's copy differs from the cache only on the question rows,
+            // which are overwritten below (a stage reads cached rows first: not this copy).
+            Some(kv) if !stage_here => kv,
+            _ => {
+                let (k_pre, v_cached) = cached.layer(l)?;
+                // RoPE writes a new tensor: the fresh keys go into it in place.
+                (model.rope().apply(&k_pre, &self.positions)?, v_cached)
+            }
+        };
         self.report.reposition_secs += tr.elapsed().as_secs_f64();
         let q = model.rope().apply(q, &self.rows)?;
         let k = model.rope().apply(k, &self.rows)?;
         write_rows(&k_f, &self.rows, &k)?;
-        let stage_here = self.stage.as_ref().is_some_and(|s| s.layer == l);
         let v_cached_rows = if stage_here {
             let idx = Tensor::from_slice(&self.rows, self.rows.len(), v_cached.device())?;
             Some(v_cached.index_select(&idx, 1)?)

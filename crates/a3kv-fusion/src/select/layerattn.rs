@@ -14,7 +14,7 @@
 //! CacheBlend's V deviation (the hybrid with deep relevance), `layerattn_kdev` with the K
 //! deviation (`kdev` with deep relevance).
 
-use a3kv_model::Model;
+use a3kv_model::{Model, Tensor};
 
 use super::cacheblend::v_deviation;
 use super::hybrid::{hybrid_scores, EQUAL_MIX};
@@ -112,20 +112,39 @@ impl Selector for LayerAttn {
     }
 }
 
+/// What [`question_pass`] found: the relevance, and the layers it re-positioned.
+#[derive(Debug)]
+pub struct QuestionPass {
+    /// Per document row, the mean over layers of the question's attention at that layer
+    /// (A^3's score, smoothed, each layer's scaled to sum 1).
+    pub relevance: Vec<f32>,
+    /// Per layer, the cached keys re-positioned (RoPE at `positions`) and the cached values,
+    /// `[H_kv, T, d]` each, owned, with the question rows holding this pass's K/V; `None`
+    /// for layers up to `keep_after` and when the cache is not in the compute type. The
+    /// selective layers write their fresh rows (the question's among them) over these
+    /// instead of assembling and re-positioning the layer a second time.
+    pub layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
 /// The question rows alone through every layer over the reused cache (`cached`, re-positioned
-/// to `positions`), returning per document row the mean over layers of the question's
-/// attention at that layer (A^3's score, smoothed with `pooling_width`, each layer's scaled
-/// to sum 1). Empty when the prompt has no document rows.
+/// to `positions`), measuring the question's attention over the document rows at each layer
+/// (see [`QuestionPass`]). The layers after `keep_after` are handed back for the selective
+/// layers. Empty when the prompt has no document rows.
 pub fn question_pass(
     model: &Model,
     prompt: &RagPrompt,
     positions: &[u32],
     cached: &dyn CachedLayers,
     pooling_width: usize,
-) -> Result<Vec<f32>> {
+    keep_after: usize,
+) -> Result<QuestionPass> {
     let n_doc = prompt.doc_range().len();
+    let mut layers_out: Vec<Option<(Tensor, Tensor)>> = vec![None; model.num_layers()];
     if n_doc == 0 {
-        return Ok(Vec::new());
+        return Ok(QuestionPass {
+            relevance: Vec::new(),
+            layers: layers_out,
+        });
     }
     let t = prompt.len();
     let qn = prompt.question_len();
@@ -134,9 +153,11 @@ pub fn question_pass(
     let mut h = model.embed(&prompt.ids[t - qn..])?;
     let mut mean = vec![0f32; n_doc];
     let layers = model.num_layers();
-    for l in 0..layers {
+    for (l, kept) in layers_out.iter_mut().enumerate() {
         let (k_pre, v) = cached.layer(l)?;
         let dtype = model.dtype();
+        // Kept for the selective layers only when they would have built the same tensors.
+        let same_type = k_pre.dtype() == dtype && v.dtype() == dtype;
         // Owned, in the compute type: the question's fresh rows are written over them.
         let k_all = model.rope().apply(&k_pre.to_dtype(dtype)?, positions)?;
         let v = v.to_dtype(dtype)?.contiguous()?;
@@ -153,8 +174,14 @@ pub fn question_pass(
             let a = model.layer_attention(l, &q, &q_rows, &k_all, &v, positions)?;
             h = model.layer_mlp(l, &h, &a)?;
         }
+        if l > keep_after && same_type {
+            *kept = Some((k_all, v));
+        }
     }
-    Ok(mean)
+    Ok(QuestionPass {
+        relevance: mean,
+        layers: layers_out,
+    })
 }
 
 #[cfg(test)]
@@ -182,7 +209,10 @@ mod tests {
             question_len: 4,
         };
         let positions: Vec<u32> = (0..prompt.len() as u32).collect();
-        let rel = question_pass(&model, &prompt, &positions, &cache, 5).unwrap();
+        let pass = question_pass(&model, &prompt, &positions, &cache, 5, 1).unwrap();
+        assert!(pass.layers[..=1].iter().all(Option::is_none));
+        assert!(pass.layers[2..].iter().all(Option::is_some));
+        let rel = pass.relevance;
         assert_eq!(rel.len(), prompt.doc_range().len());
         assert!(
             (rel.iter().sum::<f32>() - 1.0).abs() < 1e-4,
@@ -205,6 +235,36 @@ mod tests {
             .unwrap()
         };
         let kdev_floor = run("kdev").report.flop_floor;
+        // The selective layers take the pass's re-positioned layers instead of building
+        // them again: the same logits, bit for bit, as a run over the same rows that builds
+        // every layer from the cache.
+        let fused = run("layerattn_kdev");
+        let p = prompt.prefix_len() as u32;
+        let rows: Vec<usize> = fused
+            .report
+            .selected_positions
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|&r| (r - p) as usize)
+            .collect();
+        let params = FusionParams {
+            method: "kdev".parse::<Method>().unwrap(),
+            ..FusionParams::default()
+        };
+        let mut again = crate::FusionRun::new(&model, prompt.clone(), params).unwrap();
+        again.set_fixed_selection(rows);
+        again.run_check(&model, &cache).unwrap();
+        while again.next_layer() < model.num_layers() {
+            let l = again.next_layer();
+            again.run_layer(&model, l, &cache).unwrap();
+        }
+        let again = again.finish(&model, false).unwrap();
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            fused.logits.to_vec1().unwrap(),
+            again.logits.to_vec1().unwrap(),
+        );
+        assert_eq!(a, b);
         for name in ["layerattn", "layerattn_vdev", "layerattn_kdev"] {
             let out = run(name);
             // The budget's document rows beside the question's four.

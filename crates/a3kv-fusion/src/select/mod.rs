@@ -35,7 +35,7 @@ use crate::selection::{select_with_sinks, FusionParams};
 use crate::{FusionError, Result};
 
 pub use cacheblend::v_deviation;
-pub use layerattn::question_pass;
+pub use layerattn::{question_pass, QuestionPass};
 
 /// What a scoring method sees at its check layer `c` (all rows computed exactly up to `c`).
 #[derive(Debug)]
