@@ -237,26 +237,32 @@ mod vnni {
         }
     }
 
-    /// `acc + Σ pairs a·b` as one `vpdpwssd`. Written as inline assembly because LLVM
-    /// rewrites the intrinsic into `vpmaddwd` + `vpaddd` (it treats the dot product as an
-    /// add it may reassociate and does not fuse back): twice the instructions, and this
-    /// kernel's one bottleneck. Same integer result either way (wrapping 32-bit adds).
+    /// `acc + Σ pairs w·x` as one `vpdpwssd`, the activation pair `x` (two 16-bit codes as
+    /// one 32-bit lane at `pair`) broadcast by the instruction itself (`{1to16}`). Inline
+    /// assembly for two reasons: LLVM rewrites the intrinsic into `vpmaddwd` + `vpaddd` (it
+    /// treats the dot product as an add it may reassociate and does not fuse back), and with
+    /// a separate `vpbroadcastd` per product this loop ran at ~3.0 G products/s on Zen 4
+    /// where the embedded broadcast reaches one a cycle (3.66 G; a loop of this shape alone,
+    /// one core). Same integer result either way (wrapping 32-bit adds).
+    ///
+    /// # Safety
+    /// `pair` points at 4 readable bytes.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    unsafe fn dpwssd_bcast(acc: __m512i, w: __m512i, pair: *const i16) -> __m512i {
         let mut acc = acc;
         std::arch::asm!(
-            "vpdpwssd {acc}, {a}, {b}",
+            "vpdpwssd {acc}, {w}, dword ptr [{pair}]{{1to16}}",
             acc = inout(zmm_reg) acc,
-            a = in(zmm_reg) a,
-            b = in(zmm_reg) b,
-            options(pure, nomem, nostack, preserves_flags),
+            w = in(zmm_reg) w,
+            pair = in(reg) pair,
+            options(pure, readonly, nostack, preserves_flags),
         );
         acc
     }
 
     /// Activation rows per tile at most (two groups × four rows: 8 integer and 8 f32
-    /// accumulators, 8 broadcast pairs and the weights fit the 32 registers).
+    /// accumulators and the unpacked weights fit the 32 registers; more rows would spill).
     const MAX_TILE_ROWS: usize = 4;
 
     /// # Safety
@@ -272,11 +278,12 @@ mod vnni {
         let q4 = w.format() == QuantFormat::Q4_1;
         let mut g = groups.start;
         while g < groups.end {
-            // Two groups at a time: each broadcast activation pair then feeds two products.
-            // Broadcasts are what bounds this loop on Zen 4 (a `vpbroadcastd` from memory per
-            // product runs at ~0.7 per cycle, the products at one), so a tile of one group
-            // and eight rows ran at 2.4 G products/s and one of two groups and four rows at
-            // 3.0 (a loop of this shape alone, one core).
+            // Two groups at a time: each weight vector then feeds up to four products and
+            // each activation pair two. With the broadcast outside the product (a
+            // `vpbroadcastd` per product) a tile of one group and eight rows ran at 2.4 G
+            // products/s and one of two groups and four rows at 3.0; with it embedded
+            // ([`dpwssd_bcast`]) two × four runs at 3.66, one product a cycle, as do 4 × 4
+            // and 2 × 8 (a loop of this shape alone, one core, Zen 4).
             let gn = (groups.end - g).min(2);
             let mut j = 0;
             while j < x.m {
@@ -327,45 +334,37 @@ mod vnni {
             let two = GN * TM <= 4;
             let mut s0 = [[_mm512_setzero_si512(); TM]; GN];
             let mut s1 = [[_mm512_setzero_si512(); TM]; GN];
-            // The activation pair `2k, 2k + 1` of block `b`, as one 32-bit lane to broadcast.
-            let pair = |j: usize, k: usize| {
-                _mm512_set1_epi32(std::ptr::read_unaligned(
-                    xq[j].add(b * BLOCK + 2 * k) as *const i32
-                ))
-            };
+            // The activation pair `2k, 2k + 1` of block `b` (one 32-bit lane to broadcast).
+            let pair = |j: usize, k: usize| xq[j].add(b * BLOCK + 2 * k);
             if Q4 {
                 for c in 0..8 {
-                    let xl: [__m512i; TM] = std::array::from_fn(|j| pair(j, c));
-                    let xh: [__m512i; TM] = std::array::from_fn(|j| pair(j, c + 8));
                     for gi in 0..GN {
                         let p = wc[gi].add(b * 256 + c * 32);
                         let raw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(p.cast()));
                         let lo = _mm512_and_si512(raw, nibble);
                         let hi = _mm512_srli_epi16::<4>(raw);
                         for j in 0..TM {
-                            s0[gi][j] = dpwssd(s0[gi][j], lo, xl[j]);
+                            s0[gi][j] = dpwssd_bcast(s0[gi][j], lo, pair(j, c));
                             if two {
-                                s1[gi][j] = dpwssd(s1[gi][j], hi, xh[j]);
+                                s1[gi][j] = dpwssd_bcast(s1[gi][j], hi, pair(j, c + 8));
                             } else {
-                                s0[gi][j] = dpwssd(s0[gi][j], hi, xh[j]);
+                                s0[gi][j] = dpwssd_bcast(s0[gi][j], hi, pair(j, c + 8));
                             }
                         }
                     }
                 }
             } else {
                 for k in (0..16).step_by(2) {
-                    let x0: [__m512i; TM] = std::array::from_fn(|j| pair(j, k));
-                    let x1: [__m512i; TM] = std::array::from_fn(|j| pair(j, k + 1));
                     for gi in 0..GN {
                         let p = wc[gi].add(b * 512 + k * 32);
                         let w0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.cast()));
                         let w1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.add(32).cast()));
                         for j in 0..TM {
-                            s0[gi][j] = dpwssd(s0[gi][j], w0, x0[j]);
+                            s0[gi][j] = dpwssd_bcast(s0[gi][j], w0, pair(j, k));
                             if two {
-                                s1[gi][j] = dpwssd(s1[gi][j], w1, x1[j]);
+                                s1[gi][j] = dpwssd_bcast(s1[gi][j], w1, pair(j, k + 1));
                             } else {
-                                s0[gi][j] = dpwssd(s0[gi][j], w1, x1[j]);
+                                s0[gi][j] = dpwssd_bcast(s0[gi][j], w1, pair(j, k + 1));
                             }
                         }
                     }
@@ -432,7 +431,7 @@ mod tests {
             let w = QMatrix::quantize(format, rows, cols, &data(rows * cols, 5)).unwrap();
             let p = PackedMatrix::pack(&w);
             let wd = w.dequantize();
-            for m in [1, 2, 3, 4, 5, 9] {
+            for m in [1, 2, 3, 4, 5, 8, 9, 13] {
                 let mut x = data(m * cols, 11 + m as u32);
                 x[5] = -35.0; // an outlier channel
                 if m > 1 {
