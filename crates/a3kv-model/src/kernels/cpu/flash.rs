@@ -24,7 +24,7 @@ pub const ROW_TILE: usize = 32;
 /// Keys per tile: one score tile is `[g · ROW_TILE, KEY_TILE]`.
 pub const KEY_TILE: usize = 64;
 
-const LOG2_E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LOG2_E: f32 = std::f32::consts::LOG2_E;
 
 /// `a · b + c`, fused when the caller's target has FMA (`FMA` = true only inside the
 /// `#[target_feature]` copies, where `mul_add` is one instruction and not a libm call).
@@ -42,7 +42,7 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// built in the exponent bits. Branch-free and without saturating float→int casts, so a
 /// loop over it vectorises.
 #[inline(always)]
-fn exp2<const FMA: bool>(x: f32) -> f32 {
+pub(crate) fn exp2<const FMA: bool>(x: f32) -> f32 {
     // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     let x = x.max(-126.0);
