@@ -667,11 +667,7 @@ mod tests {
             .map(|s| (0..3 + s).map(|i| (i * 5 + s * 3) % 60).collect())
             .collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            crate::testing::in_pool(threads, || {
                 let mut caches: Vec<KvCache> = prompts
                     .iter()
                     .map(|p| model.prefill(p, 0, false).unwrap().cache)

@@ -117,3 +117,13 @@ pub fn pattern_values(n: usize, seed: u32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Runs `f` in a rayon pool of `threads` workers (to compare a kernel's split across
+/// workers with its one-worker run).
+pub fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a rayon pool")
+        .install(f)
+}

@@ -613,11 +613,7 @@ mod tests {
         let q = (Tensor::randn(0f32, 1.0, (h, q_pos.len(), d), &dev).unwrap() * 3.0).unwrap();
         let want = causal_attention_reference(&q, &q_pos, &k, &v, &k_pos).unwrap();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            crate::testing::in_pool(threads, || {
                 flash_attention(&q, &q_pos, &k, &v, &k_pos, 0.125, Isa::detect())
                     .unwrap()
                     .unwrap()
