@@ -266,15 +266,9 @@ unsafe fn exp2_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512
     let x = _mm512_max_ps(x, _mm512_set1_ps(-126.0));
     let t = _mm512_add_ps(x, round);
     let f = _mm512_sub_ps(x, _mm512_sub_ps(t, round));
-    let mut p = _mm512_set1_ps(1.540_353_1e-4);
-    for c in [
-        1.333_355_8e-3,
-        9.618_129e-3,
-        5.550_411e-2,
-        2.402_265e-1,
-        6.931_472e-1,
-        1.0,
-    ] {
+    let poly = super::flash::EXP2_POLY;
+    let mut p = _mm512_set1_ps(poly[0]);
+    for &c in &poly[1..] {
         p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
     }
     let n_bits = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(round));

@@ -37,6 +37,19 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
+/// Coefficients of [`exp2`]'s polynomial for `2^f`, highest degree first: Taylor
+/// coefficients ln2^k / k! (on |f| <= 0.5 the tail is < 2e-7 relative). Shared with the
+/// 16-lane copy in the decode attention kernel, which must give the same bits.
+pub(crate) const EXP2_POLY: [f32; 7] = [
+    1.540_353_1e-4,
+    1.333_355_8e-3,
+    9.618_129e-3,
+    5.550_411e-2,
+    2.402_265e-1,
+    6.931_472e-1,
+    1.0,
+];
+
 /// `2^x` for `x <= 0` (inputs below -126 give ~0), relative error ~2e-7: `x = n + f` with
 /// `n` the nearest integer and `|f| <= 0.5`, a degree-6 polynomial for `2^f`, and `2^n`
 /// built in the exponent bits. Branch-free and without saturating float→int casts, so a
@@ -49,14 +62,10 @@ pub(crate) fn exp2<const FMA: bool>(x: f32) -> f32 {
     let t = x + ROUND;
     let n = t - ROUND;
     let f = x - n;
-    // Taylor coefficients ln2^k / k! (on |f| <= 0.5 the tail is < 2e-7 relative).
-    let mut p = 1.540_353_1e-4_f32;
-    p = madd::<FMA>(p, f, 1.333_355_8e-3);
-    p = madd::<FMA>(p, f, 9.618_129e-3);
-    p = madd::<FMA>(p, f, 5.550_411e-2);
-    p = madd::<FMA>(p, f, 2.402_265e-1);
-    p = madd::<FMA>(p, f, 6.931_472e-1);
-    p = madd::<FMA>(p, f, 1.0);
+    let mut p = EXP2_POLY[0];
+    for &c in &EXP2_POLY[1..] {
+        p = madd::<FMA>(p, f, c);
+    }
     // n in [-126, 0]: its two's complement sits in the low bits of t's pattern.
     let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits());
     let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
