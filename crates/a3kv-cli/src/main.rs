@@ -2,6 +2,7 @@
 
 mod commands;
 mod common;
+mod malloc_arenas;
 mod method_spec;
 mod served;
 
@@ -45,6 +46,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread starts: arenas are created as threads first contend for one.
+    let arenas = malloc_arenas::cap();
     let cli = Cli::parse();
     // `serve` installs its own subscriber (the `log.format` / `log.level` config keys).
     if !matches!(cli.command, Command::Serve(_)) {
@@ -56,6 +59,9 @@ fn main() -> anyhow::Result<()> {
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .init();
+    }
+    if let Some(n) = arenas {
+        tracing::debug!(arenas = n, "glibc malloc arenas capped");
     }
     match cli.command {
         Command::Serve(a) => {

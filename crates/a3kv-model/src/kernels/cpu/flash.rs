@@ -248,6 +248,7 @@ fn tile<
 >(
     inp: &Inputs,
     r0: usize,
+    kv_heads: std::ops::Range<usize>,
     out: &mut [f32],
     sc: &mut Scratch,
 ) {
@@ -276,7 +277,7 @@ fn tile<
     sc.o.resize(padded * D, 0.0);
     sc.vis.clear();
     sc.vis.resize(padded, 0);
-    for kvh in 0..inp.kv_heads {
+    for kvh in kv_heads {
         for t in 0..g {
             let h = kvh * g + t;
             for i in 0..br {
@@ -357,8 +358,14 @@ macro_rules! isa_tiles {
     ($name:ident, $feat:literal, $d:literal, $rs:literal, $kw:literal, $rp:literal, $dw:literal) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feat)]
-        fn $name(inp: &Inputs, r0: usize, out: &mut [f32], sc: &mut Scratch) {
-            tile::<$d, $rs, $kw, $rp, $dw, true>(inp, r0, out, sc)
+        fn $name(
+            inp: &Inputs,
+            r0: usize,
+            kv_heads: std::ops::Range<usize>,
+            out: &mut [f32],
+            sc: &mut Scratch,
+        ) {
+            tile::<$d, $rs, $kw, $rp, $dw, true>(inp, r0, kv_heads, out, sc)
         }
     };
 }
@@ -373,23 +380,47 @@ isa_tiles!(tile_avx512_d128, "avx512f", 128, 4, 64, 2, 128);
 isa_tiles!(tile_avx2_d64, "avx2,fma", 64, 6, 16, 2, 64);
 isa_tiles!(tile_avx2_d128, "avx2,fma", 128, 4, 16, 1, 128);
 
-/// Runs one task with `isa`'s copy (the plain one when `isa` is not available).
-fn run_tile<const D: usize>(isa: Isa, inp: &Inputs, r0: usize, out: &mut [f32], sc: &mut Scratch) {
+/// Runs one task (query rows from `r0`, the KV heads `kv_heads` and their query heads) with
+/// `isa`'s copy (the plain one when `isa` is not available).
+fn run_tile<const D: usize>(
+    isa: Isa,
+    inp: &Inputs,
+    r0: usize,
+    kv_heads: std::ops::Range<usize>,
+    out: &mut [f32],
+    sc: &mut Scratch,
+) {
     #[cfg(target_arch = "x86_64")]
     if isa.available() {
         // SAFETY: the CPU has the features each copy is compiled for (checked just above).
         unsafe {
             match (isa, D) {
-                (Isa::Avx512, 64) => return tile_avx512_d64(inp, r0, out, sc),
-                (Isa::Avx512, 128) => return tile_avx512_d128(inp, r0, out, sc),
-                (Isa::Avx2, 64) => return tile_avx2_d64(inp, r0, out, sc),
-                (Isa::Avx2, 128) => return tile_avx2_d128(inp, r0, out, sc),
+                (Isa::Avx512, 64) => return tile_avx512_d64(inp, r0, kv_heads, out, sc),
+                (Isa::Avx512, 128) => return tile_avx512_d128(inp, r0, kv_heads, out, sc),
+                (Isa::Avx2, 64) => return tile_avx2_d64(inp, r0, kv_heads, out, sc),
+                (Isa::Avx2, 128) => return tile_avx2_d128(inp, r0, kv_heads, out, sc),
                 _ => {}
             }
         }
     }
     let _ = isa;
-    tile::<D, 2, 8, 1, D, false>(inp, r0, out, sc)
+    tile::<D, 2, 8, 1, D, false>(inp, r0, kv_heads, out, sc)
+}
+
+/// [`run_tile`] for the head size `d` (64 or 128, [`supported_head_dim`]).
+fn run_tile_d(
+    isa: Isa,
+    d: usize,
+    inp: &Inputs,
+    r0: usize,
+    kv_heads: std::ops::Range<usize>,
+    out: &mut [f32],
+    sc: &mut Scratch,
+) {
+    match d {
+        64 => run_tile::<64>(isa, inp, r0, kv_heads, out, sc),
+        _ => run_tile::<128>(isa, inp, r0, kv_heads, out, sc),
+    }
 }
 
 /// Head dimensions with a compiled kernel.
@@ -439,9 +470,16 @@ pub fn flash_attention(
             .enumerate()
             .for_each(|(kvh, dst)| {
                 let src = &k[kvh * m * d..][..m * d];
-                for j in 0..m {
-                    for (x, &val) in src[j * d..][..d].iter().enumerate() {
-                        dst[x * m_pad + j] = val;
+                // Sixteen keys at a time: each destination line is written whole while the
+                // sixteen source rows (4-8 KB) stay in L1, where a key at a time touched `d`
+                // lines per key.
+                for j0 in (0..m).step_by(16) {
+                    let jn = (m - j0).min(16);
+                    for x in 0..d {
+                        let line = &mut dst[x * m_pad + j0..][..jn];
+                        for (jj, y) in line.iter_mut().enumerate() {
+                            *y = src[(j0 + jj) * d + x];
+                        }
                     }
                 }
             });
@@ -468,15 +506,35 @@ pub fn flash_attention(
                 m_pad,
                 q_scale: scale * LOG2_E,
             };
-            out.par_chunks_mut(ROW_TILE * h * d)
-                .enumerate()
-                .for_each_init(Scratch::default, |sc, (t, o)| {
+            let tiles = n.div_ceil(ROW_TILE);
+            if tiles >= rayon::current_num_threads() || hkv == 1 {
+                out.par_chunks_mut(ROW_TILE * h * d)
+                    .enumerate()
+                    .for_each_init(Scratch::default, |sc, (t, o)| {
+                        run_tile_d(isa, d, &inp, t * ROW_TILE, 0..hkv, o, sc)
+                    });
+                return;
+            }
+            // Fewer row tiles than workers (a short query over a long cache, e.g. a question
+            // pass): one task per row tile and KV head, each into its own rows, so every
+            // worker has work; the heads' columns are then copied into place.
+            let g = h / hkv;
+            let parts: Vec<(usize, usize, Vec<f32>)> = (0..tiles * hkv)
+                .into_par_iter()
+                .map_init(Scratch::default, |sc, i| {
+                    let (t, kvh) = (i / hkv, i % hkv);
                     let r0 = t * ROW_TILE;
-                    match d {
-                        64 => run_tile::<64>(isa, &inp, r0, o, sc),
-                        _ => run_tile::<128>(isa, &inp, r0, o, sc),
-                    }
-                });
+                    let mut o = vec![0f32; ROW_TILE.min(n - r0) * h * d];
+                    run_tile_d(isa, d, &inp, r0, kvh..kvh + 1, &mut o, sc);
+                    (r0, kvh, o)
+                })
+                .collect();
+            for (r0, kvh, o) in parts {
+                let cols = kvh * g * d..(kvh + 1) * g * d;
+                for (i, row) in o.chunks_exact(h * d).enumerate() {
+                    out[(r0 + i) * h * d..][cols.clone()].copy_from_slice(&row[cols.clone()]);
+                }
+            }
         })
     })
     .flatten();
@@ -548,6 +606,32 @@ mod tests {
         // A few rows (one task, most stacked rows padding) and repeated key positions.
         let k_pos: Vec<u32> = (0..130u32).map(|i| i / 2).collect();
         check(2, 1, 64, &[64, 3, 0, 17], &k_pos, 0.125);
+    }
+
+    /// A short query over a long cache (fewer row tiles than workers) runs one task per KV
+    /// head and row tile: same bits as one task per row tile (a one-worker pool), and both
+    /// match the reference.
+    #[test]
+    fn few_row_tiles_split_by_kv_head_give_the_same_bits() {
+        let dev = Device::Cpu;
+        let k_pos: Vec<u32> = (0..1500).collect();
+        let q_pos: Vec<u32> = (1460..1500).collect(); // 40 rows: two row tiles
+        let (h, hkv, d) = (9, 3, 64);
+        let k = Tensor::randn(0f32, 1.0, (hkv, k_pos.len(), d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (hkv, k_pos.len(), d), &dev).unwrap();
+        let q = (Tensor::randn(0f32, 1.0, (h, q_pos.len(), d), &dev).unwrap() * 3.0).unwrap();
+        let want = causal_attention_reference(&q, &q_pos, &k, &v, &k_pos).unwrap();
+        let run = |threads: usize| {
+            crate::testing::in_pool(threads, || {
+                flash_attention(&q, &q_pos, &k, &v, &k_pos, 0.125, Isa::detect())
+                    .unwrap()
+                    .unwrap()
+            })
+        };
+        let (one, many) = (run(1), run(4));
+        assert!(max_abs_diff(&many, &want) < 2e-5);
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(bits(&one), bits(&many));
     }
 
     #[test]
