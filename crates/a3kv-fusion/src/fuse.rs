@@ -293,10 +293,10 @@ impl FusionRun {
         } else {
             (None, None)
         };
-        let profile = if n_doc > 0
-            && self.fixed_selection.is_none()
-            && selector.needs_question_pass(&self.params)
-        {
+        let relevance = selector
+            .question_pass_relevance(&self.params)
+            .filter(|_| n_doc > 0 && self.fixed_selection.is_none());
+        let profile = if let Some(relevance) = relevance {
             self.question_pass = true;
             let pass = crate::select::question_pass(
                 model,
@@ -305,6 +305,7 @@ impl FusionRun {
                 cached,
                 self.params.pooling_width,
                 c,
+                relevance,
             )?;
             self.prepared = pass.layers;
             Some(pass.relevance)

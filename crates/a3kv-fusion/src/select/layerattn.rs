@@ -1,18 +1,21 @@
-//! `layerattn`, `layerattn_vdev` and `layerattn_kdev`: the question's relevance measured at
-//! every layer instead of the check layer alone (ProphetKV's "layer-wise attention", issue
-//! #16). Before the check layer scores, the question rows run alone through every layer over
-//! the reused cache (what `reuse` computes: the cached rows re-positioned, the question
-//! recomputed), and at each layer the question's attention over the document rows is
-//! measured as A^3 measures it at its check layer; the per-layer distributions (each scaled
-//! to sum 1) are averaged. At layer 1 of a small model the question's attention is a weak
-//! signal (README "Quality"); deeper layers attend to what the answer needs. The pass costs
-//! the question's rows through every layer (a few percent of a prefill) and reads every
-//! cached layer before the selection, so the loader's transfer cannot overlap the check
-//! layer for these methods.
+//! `layerattn`, `layerattn_vdev`, `layerattn_kdev`, `headattn_vdev` and `headattn_kdev`: the
+//! question's relevance measured at every layer instead of the check layer alone (ProphetKV's
+//! "layer-wise attention", issue #16). Before the check layer scores, the question rows run
+//! alone through every layer over the reused cache (what `reuse` computes: the cached rows
+//! re-positioned, the question recomputed), and at each layer the question's attention over
+//! the document rows is measured; the per-layer distributions (each scaled to sum 1) are
+//! averaged. At layer 1 of a small model the question's attention is a weak signal (README
+//! "Quality"); deeper layers attend to what the answer needs. The pass costs the question's
+//! rows through every layer (a few percent of a prefill) and reads every cached layer before
+//! the selection, so the loader's transfer cannot overlap the check layer for these methods.
 //!
-//! `layerattn` ranks by that average alone; `layerattn_vdev` mixes it equally with
-//! CacheBlend's V deviation (the hybrid with deep relevance), `layerattn_kdev` with the K
-//! deviation (`kdev` with deep relevance).
+//! `layerattn…` measure the attention as A^3 does at its check layer ([`PassRelevance::Summed`]:
+//! the query heads of a KV head summed, one softmax over the concatenated heads);
+//! `headattn…` take each query head's own attention, as the layer computes it
+//! ([`PassRelevance::PerHead`]), summed over the heads: a head that reads a row sharply
+//! counts fully even where the summed query blurs it. `layerattn` ranks by the average alone;
+//! `_vdev` mixes it equally with CacheBlend's V deviation (the hybrid with deep relevance),
+//! `_kdev` with the K deviation (`kdev` with deep relevance).
 
 use a3kv_model::{Model, Tensor};
 
@@ -37,28 +40,57 @@ enum Staleness {
     Key,
 }
 
+/// Which attention the question pass measures at each layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassRelevance {
+    /// A^3's score (docs/design.md §2.5): each KV head's query heads summed, one softmax over
+    /// the concatenated heads at scale `1/sqrt(H·d)`.
+    Summed,
+    /// Each query head's own softmax at scale `1/sqrt(d)` (what the layer attends with),
+    /// summed over the heads and the question rows.
+    PerHead,
+}
+
 /// Deep relevance, alone or mixed with a staleness.
 pub struct LayerAttn {
     name: &'static str,
     staleness: Staleness,
+    relevance: PassRelevance,
 }
 
 /// `layerattn`: the layer-averaged question attention alone.
 pub static LAYERATTN: LayerAttn = LayerAttn {
     name: "layerattn",
     staleness: Staleness::None,
+    relevance: PassRelevance::Summed,
 };
 
 /// `layerattn_vdev`: equal mix with the V deviation.
 pub static LAYERATTN_VDEV: LayerAttn = LayerAttn {
     name: "layerattn_vdev",
     staleness: Staleness::Value,
+    relevance: PassRelevance::Summed,
 };
 
 /// `layerattn_kdev`: equal mix with the K deviation.
 pub static LAYERATTN_KDEV: LayerAttn = LayerAttn {
     name: "layerattn_kdev",
     staleness: Staleness::Key,
+    relevance: PassRelevance::Summed,
+};
+
+/// `headattn_vdev`: `layerattn_vdev` with each head's own attention.
+pub static HEADATTN_VDEV: LayerAttn = LayerAttn {
+    name: "headattn_vdev",
+    staleness: Staleness::Value,
+    relevance: PassRelevance::PerHead,
+};
+
+/// `headattn_kdev`: `layerattn_kdev` with each head's own attention.
+pub static HEADATTN_KDEV: LayerAttn = LayerAttn {
+    name: "headattn_kdev",
+    staleness: Staleness::Key,
+    relevance: PassRelevance::PerHead,
 };
 
 impl Selector for LayerAttn {
@@ -78,8 +110,8 @@ impl Selector for LayerAttn {
         self.staleness == Staleness::Key
     }
 
-    fn needs_question_pass(&self, _params: &FusionParams) -> bool {
-        true
+    fn question_pass_relevance(&self, _params: &FusionParams) -> Option<PassRelevance> {
+        Some(self.relevance)
     }
 
     fn scores_and_mass(
@@ -128,7 +160,7 @@ pub struct QuestionPass {
 
 /// The question rows alone through every layer over the reused cache (`cached`, re-positioned
 /// to `positions`), measuring the question's attention over the document rows at each layer
-/// (see [`QuestionPass`]). The layers after `keep_after` are handed back for the selective
+/// as `relevance` says (see [`QuestionPass`]). The layers after `keep_after` are handed back for the selective
 /// layers. Empty when the prompt has no document rows.
 pub fn question_pass(
     model: &Model,
@@ -137,6 +169,7 @@ pub fn question_pass(
     cached: &dyn CachedLayers,
     pooling_width: usize,
     keep_after: usize,
+    relevance: PassRelevance,
 ) -> Result<QuestionPass> {
     let n_doc = prompt.doc_range().len();
     let mut layers_out: Vec<Option<(Tensor, Tensor)>> = vec![None; model.num_layers()];
@@ -166,7 +199,12 @@ pub fn question_pass(
         let k = model.rope().apply(&qkv.k, &q_rows)?;
         write_rows(&k_all, &q_idx, &k)?;
         write_rows(&v, &q_idx, &qkv.v)?;
-        let scores = normalise(&a3_scores(&q, &k_all, prompt.prefix_len(), pooling_width)?);
+        let scores = normalise(&match relevance {
+            PassRelevance::Summed => a3_scores(&q, &k_all, prompt.prefix_len(), pooling_width)?,
+            PassRelevance::PerHead => {
+                per_head_scores(&q, &k_all, prompt.prefix_len(), pooling_width)?
+            }
+        });
         for (m, s) in mean.iter_mut().zip(&scores) {
             *m += s / layers as f32;
         }
@@ -184,12 +222,91 @@ pub fn question_pass(
     })
 }
 
+/// Per-head question attention over the document rows, smoothed: for every query head `h`
+/// (paired with KV head `⌊h/g⌋`) and question row `i`, the softmax of `q·k/sqrt(d)` over
+/// the document keys and the question keys `0..=i` (the prefix excluded, as in A^3's score),
+/// summed over heads and rows, then the `w`-wide moving average of [`a3_scores`].
+///
+/// `q_question`: `[H, Q, d]`, `k_all`: `[H_kv, T, d]`, both RoPE'd.
+pub fn per_head_scores(
+    q_question: &Tensor,
+    k_all: &Tensor,
+    prefix_len: usize,
+    pooling_width: usize,
+) -> Result<Vec<f32>> {
+    let (h, nq, d) = q_question.dims3()?;
+    let (hkv, t, _) = k_all.dims3()?;
+    let g = h / hkv;
+    let n_doc = t - prefix_len - nq;
+    let f32_ = a3kv_model::DType::F32;
+    // Query heads of one KV head stacked as rows: one matmul per KV head.
+    let q = q_question.to_dtype(f32_)?.reshape((hkv, g * nq, d))?;
+    let k = k_all
+        .to_dtype(f32_)?
+        .narrow(1, prefix_len, t - prefix_len)?
+        .transpose(1, 2)?
+        .contiguous()?;
+    let logits = (q.matmul(&k)? * (1.0 / (d as f64).sqrt()))?.to_vec3::<f32>()?;
+    let mut s = vec![0f32; n_doc];
+    for rows in &logits {
+        for (r, row) in rows.iter().enumerate() {
+            // Row r of a KV head's block is question row r % Q of query head r / Q.
+            let visible = &row[..n_doc + r % nq + 1];
+            let max = visible.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let denom: f32 = visible.iter().map(|x| (x - max).exp()).sum();
+            for (acc, x) in s.iter_mut().zip(&row[..n_doc]) {
+                *acc += (x - max).exp() / denom;
+            }
+        }
+    }
+    Ok(crate::a3::moving_average(&s, pooling_width))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{fused_prefill, precompute_chunk, FusionParams, Method};
     use a3kv_model::testing::tiny_model;
     use a3kv_model::Family;
+
+    /// `per_head_scores` against its slow twin: every head's softmax written out in f64.
+    #[test]
+    fn per_head_scores_match_a_loop_over_heads_rows_and_keys() {
+        let dev = a3kv_model::Device::Cpu;
+        let (h, hkv, d, t, prefix, nq) = (6usize, 2usize, 8usize, 23usize, 3usize, 4usize);
+        let q = (Tensor::randn(0f32, 1.0, (h, nq, d), &dev).unwrap() * 2.0).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (hkv, t, d), &dev).unwrap();
+        let qv: Vec<Vec<Vec<f32>>> = q.to_vec3().unwrap();
+        let kv: Vec<Vec<Vec<f32>>> = k.to_vec3().unwrap();
+        let n_doc = t - prefix - nq;
+        let mut want = vec![0f64; n_doc];
+        for (head, rows) in qv.iter().enumerate() {
+            let keys = &kv[head / (h / hkv)];
+            for (i, qi) in rows.iter().enumerate() {
+                let logits: Vec<f64> = (prefix..prefix + n_doc + i + 1)
+                    .map(|j| {
+                        let dot: f64 = qi.iter().zip(&keys[j]).map(|(a, b)| (a * b) as f64).sum();
+                        dot / (d as f64).sqrt()
+                    })
+                    .collect();
+                let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let denom: f64 = logits.iter().map(|x| (x - max).exp()).sum();
+                for (j, w) in want.iter_mut().enumerate() {
+                    *w += (logits[j] - max).exp() / denom;
+                }
+            }
+        }
+        let got = per_head_scores(&q, &k, prefix, 1).unwrap();
+        assert_eq!(got.len(), n_doc);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+        }
+        let want_f32: Vec<f32> = want.iter().map(|&x| x as f32).collect();
+        let smoothed = per_head_scores(&q, &k, prefix, 5).unwrap();
+        for (g, w) in smoothed.iter().zip(crate::a3::moving_average(&want_f32, 5)) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
 
     /// The pass's relevance is a distribution over the document rows, and every variant
     /// runs through a fused prefill (one through the check layer, the rest selective).
@@ -209,16 +326,38 @@ mod tests {
             question_len: 4,
         };
         let positions: Vec<u32> = (0..prompt.len() as u32).collect();
-        let pass = question_pass(&model, &prompt, &positions, &cache, 5, 1).unwrap();
+        let pass = question_pass(
+            &model,
+            &prompt,
+            &positions,
+            &cache,
+            5,
+            1,
+            PassRelevance::Summed,
+        )
+        .unwrap();
         assert!(pass.layers[..=1].iter().all(Option::is_none));
         assert!(pass.layers[2..].iter().all(Option::is_some));
-        let rel = pass.relevance;
-        assert_eq!(rel.len(), prompt.doc_range().len());
-        assert!(
-            (rel.iter().sum::<f32>() - 1.0).abs() < 1e-4,
-            "{}",
-            rel.iter().sum::<f32>()
-        );
+        let per_head = question_pass(
+            &model,
+            &prompt,
+            &positions,
+            &cache,
+            5,
+            1,
+            PassRelevance::PerHead,
+        )
+        .unwrap()
+        .relevance;
+        for rel in [&pass.relevance, &per_head] {
+            assert_eq!(rel.len(), prompt.doc_range().len());
+            assert!(
+                (rel.iter().sum::<f32>() - 1.0).abs() < 1e-4,
+                "{}",
+                rel.iter().sum::<f32>()
+            );
+        }
+        assert_ne!(pass.relevance, per_head);
         let run = |name: &str| {
             let params = FusionParams {
                 method: name.parse::<Method>().unwrap(),
@@ -265,7 +404,13 @@ mod tests {
             again.logits.to_vec1().unwrap(),
         );
         assert_eq!(a, b);
-        for name in ["layerattn", "layerattn_vdev", "layerattn_kdev"] {
+        for name in [
+            "layerattn",
+            "layerattn_vdev",
+            "layerattn_kdev",
+            "headattn_vdev",
+            "headattn_kdev",
+        ] {
             let out = run(name);
             // The budget's document rows beside the question's four.
             assert!(out.report.recomputed_tokens > 4, "{name} selected nothing");

@@ -9,9 +9,9 @@
 //! CacheBlend's deviation in other ways (issue #16, README "Quality"): `floor` (a per-chunk
 //! minimum share), `product` (relevance × deviation), `window` (whole windows of rows) and
 //! `progressive` (a larger candidate set narrowed at a deeper layer, [`Selector::stage`]);
-//! the K-deviation family (`kvdev`, `kdev`, …); and `layerattn…`, which measure the
-//! question's relevance at every layer of a question-only pass over the reused cache
-//! ([`Selector::needs_question_pass`]).
+//! the K-deviation family (`kvdev`, `kdev`, …); and `layerattn…` and `headattn…`, which
+//! measure the question's relevance at every layer of a question-only pass over the reused
+//! cache ([`Selector::question_pass_relevance`]).
 
 mod a3;
 mod cacheblend;
@@ -35,7 +35,7 @@ use crate::selection::{select_with_sinks, FusionParams};
 use crate::{FusionError, Result};
 
 pub use cacheblend::v_deviation;
-pub use layerattn::{question_pass, QuestionPass};
+pub use layerattn::{question_pass, PassRelevance, QuestionPass};
 
 /// What a scoring method sees at its check layer `c` (all rows computed exactly up to `c`).
 #[derive(Debug)]
@@ -57,7 +57,7 @@ pub struct ScoreInput<'a> {
     pub k_cached: Option<&'a Tensor>,
     /// The question's attention over the document rows averaged over every layer of a
     /// question-only pass over the reused cache ([`question_pass`]), present when the
-    /// selector asked for it ([`Selector::needs_question_pass`]).
+    /// selector asked for it ([`Selector::question_pass_relevance`]).
     pub question_profile: Option<&'a [f32]>,
 }
 
@@ -124,11 +124,11 @@ pub trait Selector: Sync {
         false
     }
 
-    /// Whether [`Selector::scores_and_mass`] reads the question pass's layer-averaged attention
-    /// ([`ScoreInput::question_profile`]); the fused prefill then reads every cached layer
-    /// before it selects.
-    fn needs_question_pass(&self, _params: &FusionParams) -> bool {
-        false
+    /// Which attention the question pass measures, when [`Selector::scores_and_mass`] reads
+    /// its layer-averaged relevance ([`ScoreInput::question_profile`]); `None`: no pass. With
+    /// a pass the fused prefill reads every cached layer before it selects.
+    fn question_pass_relevance(&self, _params: &FusionParams) -> Option<PassRelevance> {
+        None
     }
 
     /// Document-relative rows to recompute (ascending) for a method that does not score;
@@ -195,6 +195,8 @@ pub static REGISTRY: &[&dyn Selector] = &[
     &layerattn::LAYERATTN,
     &layerattn::LAYERATTN_VDEV,
     &layerattn::LAYERATTN_KDEV,
+    &layerattn::HEADATTN_VDEV,
+    &layerattn::HEADATTN_KDEV,
 ];
 
 /// A registered selection method, named as in [`REGISTRY`]. Serialised as its name.
