@@ -21,10 +21,15 @@ pub fn a3_scores(
     prefix_len: usize,
     pooling_width: usize,
 ) -> Result<Vec<f32>> {
-    let (h, nq, d) = q_question.dims3()?;
-    let (hkv, t, _) = k_all.dims3()?;
+    let ScoreShape {
+        heads: h,
+        question: nq,
+        head_dim: d,
+        kv_heads: hkv,
+        rows: t,
+        doc_rows: n_doc,
+    } = ScoreShape::of(q_question, k_all, prefix_len)?;
     let g = h / hkv;
-    let n_doc = t - prefix_len - nq;
     // Σ_h q_h·k_{⌊h/g⌋} = Σ_j (Σ_{h in group j} q_h)·k_j: sum each group's queries once
     // instead of repeating K to every head.
     let qs = q_question
@@ -43,14 +48,52 @@ pub fn a3_scores(
     let mut s = vec![0f32; n_doc];
     for (i, row) in logits.iter().enumerate() {
         // Question row i sees all document keys and question keys 0..=i.
-        let visible = &row[..n_doc + i + 1];
-        let max = visible.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let denom: f32 = visible.iter().map(|x| (x - max).exp()).sum();
-        for (j, x) in row[..n_doc].iter().enumerate() {
-            s[j] += (x - max).exp() / denom;
-        }
+        add_document_softmax(&mut s, &row[..n_doc + i + 1]);
     }
     Ok(moving_average(&s, pooling_width))
+}
+
+/// The sizes a question-attention score works with.
+pub(crate) struct ScoreShape {
+    /// Query heads `H`.
+    pub heads: usize,
+    /// Question rows `Q`.
+    pub question: usize,
+    /// Head size `d`.
+    pub head_dim: usize,
+    /// KV heads `H_kv`.
+    pub kv_heads: usize,
+    /// Rows of the prompt `T`.
+    pub rows: usize,
+    /// Document rows `T − P − Q`.
+    pub doc_rows: usize,
+}
+
+impl ScoreShape {
+    /// The sizes of queries `[H, Q, d]` against keys `[H_kv, T, d]` after a prefix of
+    /// `prefix_len` rows.
+    pub(crate) fn of(q_question: &Tensor, k_all: &Tensor, prefix_len: usize) -> Result<Self> {
+        let (heads, question, head_dim) = q_question.dims3()?;
+        let (kv_heads, rows, _) = k_all.dims3()?;
+        Ok(Self {
+            heads,
+            question,
+            head_dim,
+            kv_heads,
+            rows,
+            doc_rows: rows - prefix_len - question,
+        })
+    }
+}
+
+/// Adds to `s` (one entry per document row) the softmax of one question row's `visible`
+/// logits (the document keys first, then the question keys it sees) over the document keys.
+pub(crate) fn add_document_softmax(s: &mut [f32], visible: &[f32]) {
+    let max = visible.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let denom: f32 = visible.iter().map(|x| (x - max).exp()).sum();
+    for (acc, x) in s.iter_mut().zip(visible) {
+        *acc += (x - max).exp() / denom;
+    }
 }
 
 /// Zero-padded centred moving average of width `w` (always divided by `w`).

@@ -23,7 +23,7 @@ use super::cacheblend::v_deviation;
 use super::hybrid::{hybrid_scores, EQUAL_MIX};
 use super::kvdev::row_deviation;
 use super::{ScoreInput, Selector};
-use crate::a3::a3_scores;
+use crate::a3::{a3_scores, add_document_softmax, moving_average, ScoreShape};
 use crate::fuse::{write_rows, CachedLayers};
 use crate::prompt::RagPrompt;
 use crate::selection::{normalise, FusionParams};
@@ -234,10 +234,14 @@ pub fn per_head_scores(
     prefix_len: usize,
     pooling_width: usize,
 ) -> Result<Vec<f32>> {
-    let (h, nq, d) = q_question.dims3()?;
-    let (hkv, t, _) = k_all.dims3()?;
-    let g = h / hkv;
-    let n_doc = t - prefix_len - nq;
+    let shape = ScoreShape::of(q_question, k_all, prefix_len)?;
+    let (nq, d, hkv, n_doc) = (
+        shape.question,
+        shape.head_dim,
+        shape.kv_heads,
+        shape.doc_rows,
+    );
+    let (g, t) = (shape.heads / hkv, shape.rows);
     let f32_ = a3kv_model::DType::F32;
     // Query heads of one KV head stacked as rows: one matmul per KV head.
     let q = q_question.to_dtype(f32_)?.reshape((hkv, g * nq, d))?;
@@ -251,15 +255,10 @@ pub fn per_head_scores(
     for rows in &logits {
         for (r, row) in rows.iter().enumerate() {
             // Row r of a KV head's block is question row r % Q of query head r / Q.
-            let visible = &row[..n_doc + r % nq + 1];
-            let max = visible.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let denom: f32 = visible.iter().map(|x| (x - max).exp()).sum();
-            for (acc, x) in s.iter_mut().zip(&row[..n_doc]) {
-                *acc += (x - max).exp() / denom;
-            }
+            add_document_softmax(&mut s, &row[..n_doc + r % nq + 1]);
         }
     }
-    Ok(crate::a3::moving_average(&s, pooling_width))
+    Ok(moving_average(&s, pooling_width))
 }
 
 #[cfg(test)]
@@ -303,7 +302,7 @@ mod tests {
         }
         let want_f32: Vec<f32> = want.iter().map(|&x| x as f32).collect();
         let smoothed = per_head_scores(&q, &k, prefix, 5).unwrap();
-        for (g, w) in smoothed.iter().zip(crate::a3::moving_average(&want_f32, 5)) {
+        for (g, w) in smoothed.iter().zip(moving_average(&want_f32, 5)) {
             assert!((g - w).abs() < 1e-5, "{g} vs {w}");
         }
     }
