@@ -17,13 +17,14 @@
 //! `_vdev` mixes it equally with CacheBlend's V deviation (the hybrid with deep relevance),
 //! `_kdev` with the K deviation (`kdev` with deep relevance).
 
+use a3kv_model::kernels::cpu::softmax_mass::add_leading_softmax;
 use a3kv_model::{Model, Tensor};
 
 use super::cacheblend::v_deviation;
 use super::hybrid::{hybrid_scores, EQUAL_MIX};
 use super::kvdev::row_deviation;
 use super::{ScoreInput, Selector};
-use crate::a3::{a3_scores, add_document_softmax, moving_average, ScoreShape};
+use crate::a3::{a3_scores, moving_average, ScoreShape};
 use crate::fuse::{write_rows, CachedLayers};
 use crate::prompt::RagPrompt;
 use crate::selection::{normalise, FusionParams};
@@ -252,10 +253,11 @@ pub fn per_head_scores(
         .contiguous()?;
     let logits = (q.matmul(&k)? * (1.0 / (d as f64).sqrt()))?.to_vec3::<f32>()?;
     let mut s = vec![0f32; n_doc];
+    let mut scratch = Vec::new();
     for rows in &logits {
         for (r, row) in rows.iter().enumerate() {
             // Row r of a KV head's block is question row r % Q of query head r / Q.
-            add_document_softmax(&mut s, &row[..n_doc + r % nq + 1]);
+            add_leading_softmax(&mut s, &row[..n_doc + r % nq + 1], &mut scratch);
         }
     }
     Ok(moving_average(&s, pooling_width))

@@ -1,7 +1,7 @@
 //! CPU kernels of the quantised matmul (`x · Wᵀ` with `W` a [`QMatrix`] dequantised in
 //! registers, `x` f32): AVX-512, AVX2, and the plain-Rust [`reference`] twin. [`Isa::detect`]
 //! picks the best one the CPU runs, once. Also: [`attention`] of a few query rows over a
-//! cache, [`flash`] attention for prefill (query and key tiles, online softmax), and [`on_pool`] to run a decode step on the rayon pool.
+//! cache, [`flash`] attention for prefill (query and key tiles, online softmax), the [`softmax_mass`] a row puts on leading keys, and [`on_pool`] to run a decode step on the rayon pool.
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -18,6 +18,7 @@ pub mod kv_elem;
 pub mod packed_exact;
 pub mod q16;
 pub mod reference;
+pub mod softmax_mass;
 
 /// Runs `f` on a worker of the rayon pool (inline when already on one). A decode step is
 /// many small parallel ops; from a foreign thread each would be a hand-off to the pool and
