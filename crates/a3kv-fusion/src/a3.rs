@@ -88,6 +88,9 @@ impl ScoreShape {
 
 /// Adds to `s` (one entry per document row) the softmax of one question row's `visible`
 /// logits (the document keys first, then the question keys it sees) over the document keys.
+/// libm's `exp`, not the vectorised `softmax_mass` kernel the per-head scores use: A^3's
+/// scores stay bit for bit what every published A^3 number was measured with, and one row
+/// per question token costs little.
 pub(crate) fn add_document_softmax(s: &mut [f32], visible: &[f32]) {
     let max = visible.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let denom: f32 = visible.iter().map(|x| (x - max).exp()).sum();

@@ -251,14 +251,15 @@ pub fn per_head_scores(
         .narrow(1, prefix_len, t - prefix_len)?
         .transpose(1, 2)?
         .contiguous()?;
-    let logits = (q.matmul(&k)? * (1.0 / (d as f64).sqrt()))?.to_vec3::<f32>()?;
+    // `[H_kv, g·Q, T − P]` in one buffer: one row of keys per query head and question row.
+    let logits = (q.matmul(&k)? * (1.0 / (d as f64).sqrt()))?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let mut s = vec![0f32; n_doc];
     let mut scratch = Vec::new();
-    for rows in &logits {
-        for (r, row) in rows.iter().enumerate() {
-            // Row r of a KV head's block is question row r % Q of query head r / Q.
-            add_leading_softmax(&mut s, &row[..n_doc + r % nq + 1], &mut scratch);
-        }
+    for (r, row) in logits.chunks_exact(t - prefix_len).enumerate() {
+        // Row r is question row r % Q (of query head r / Q, within its KV head's block).
+        add_leading_softmax(&mut s, &row[..n_doc + r % nq + 1], &mut scratch);
     }
     Ok(moving_average(&s, pooling_width))
 }
