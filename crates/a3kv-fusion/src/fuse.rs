@@ -186,7 +186,9 @@ impl FusionRun {
             check_layer: params.check_layer(),
             report: FusionReport {
                 method: params.method.as_str().to_string(),
-                hybrid_weight: params.hybrid_weight.filter(|_| params.method == Method::A3),
+                hybrid_weight: params
+                    .hybrid_weight
+                    .filter(|_| params.method.selector().takes_hybrid_weight()),
                 sink_tokens: params.sink_tokens,
                 prompt_tokens: t,
                 ..Default::default()

@@ -149,7 +149,8 @@ pub struct FusionParams {
     pub epic_tokens: usize,
     /// Add the first `m` tokens of every chunk to the selection, out of the same budget.
     pub sink_tokens: usize,
-    /// A^3 only: mix `w·a3 + (1−w)·cacheblend` of the normalised scores (`None` = pure A^3).
+    /// A^3: mix `w·a3 + (1−w)·cacheblend` of the normalised scores (`None` = pure A^3); the
+    /// deep-relevance mixes: the relevance's share (`None` = one half).
     pub hybrid_weight: Option<f32>,
     /// Optional eviction after prefill.
     pub eviction: Option<Eviction>,
@@ -354,8 +355,12 @@ impl FusionParams {
                 self.epic_tokens = whole(0.0, MAX_SINK_TOKENS)?;
             }
             FusionOption::HybridWeight => {
-                if self.method != Method::A3 {
-                    return bad(format!("{name} applies to a3 only, not {}", self.method));
+                if !self.method.selector().takes_hybrid_weight() {
+                    return bad(format!(
+                        "{name} applies to a3 and the deep-relevance mixes (…_vdev, …_kdev of \
+                         layerattn and headattn), not {}",
+                        self.method
+                    ));
                 }
                 if !(0.0..=1.0).contains(&value) {
                     return bad(format!("{name} {value} must be in [0, 1]"));
@@ -425,7 +430,7 @@ pub enum FusionOption {
     RecomputeTokens,
     /// The first `m` tokens of every chunk join the selection, out of the same budget.
     SinkTokens,
-    /// `a3` only: weight of A^3 in the A^3/CacheBlend hybrid score.
+    /// `a3` and the deep-relevance mixes: the relevance's share of the mixed score.
     HybridWeight,
     /// `epic` only: tokens recomputed at the start of every chunk.
     EpicTokens,
@@ -703,7 +708,7 @@ mod tests {
         );
         assert!(err(None, &[(O::SinkTokens, 1.5)]).contains("whole number"));
         assert!(err(None, &[(O::RecomputeTokens, -1.0)]).starts_with("recompute_tokens"));
-        assert!(err(Some(Method::Epic), &[(O::HybridWeight, 0.5)]).contains("a3 only"));
+        assert!(err(Some(Method::Epic), &[(O::HybridWeight, 0.5)]).contains("not epic"));
         assert!(err(None, &[(O::EpicTokens, 4.0)]).contains("epic only"));
         assert!(err(Some(Method::Reuse), &[(O::CheckLayer, 2.0)]).starts_with("check_layer"));
         assert!(err(None, &[(O::RecomputeRatio, f64::NAN)]).starts_with("recompute_ratio"));

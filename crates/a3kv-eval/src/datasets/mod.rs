@@ -54,7 +54,9 @@ fn parse_lengths(spec: &str, list: &str) -> Result<Vec<usize>, EvalError> {
 impl FromStr for DatasetSpec {
     type Err = EvalError;
 
-    /// Parses `hotpotqa`, `needle`, `needle:512,1024`, `needle:512,1024/5` (5 depths), `ruler:1024/2` (2 items per task), `ruler`, `ruler:1024,4096` or
+    /// Parses `hotpotqa`, `needle`, `needle:512,1024`, `needle:512,1024/5` (5 depths), `ruler:1024/2` (2 items per task), `ruler`, `ruler:1024,4096`,
+    /// `ruler:1024/10@vt,niah_single` (only those tasks; each item is the one the full task
+    /// list generates for the same seed, length and sample index) or
     /// `jsonl:PATH`. Errors: `UnknownDataset` for other names, `InvalidSpec` for bad lengths
     /// or an empty path.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -80,12 +82,19 @@ impl FromStr for DatasetSpec {
             }
             ("ruler", None) => Ok(DatasetSpec::Ruler(RulerConfig::default())),
             ("ruler", Some(arg)) => {
-                // `LEN,../N`: N items per (task, length) (default 5).
+                // `LEN,../N@TASK,..`: N items per (task, length) (default 5), only TASKs.
+                let (arg, tasks) = match arg.split_once('@') {
+                    Some((arg, tasks)) => (arg, Some(parse_ruler_tasks(s, tasks)?)),
+                    None => (arg, None),
+                };
                 let (list, samples) = split_count(s, arg, "samples per task", 1)?;
                 let mut cfg = RulerConfig {
                     lengths_tokens: parse_lengths(s, list)?,
                     ..RulerConfig::default()
                 };
+                if let Some(tasks) = tasks {
+                    cfg.tasks = tasks;
+                }
                 if let Some(n) = samples {
                     cfg.samples_per_task = n;
                 }
@@ -103,6 +112,28 @@ impl FromStr for DatasetSpec {
             _ => Err(EvalError::UnknownDataset(s.to_string())),
         }
     }
+}
+
+/// Parses a comma-separated list of RULER task names (at least one, no repeats).
+fn parse_ruler_tasks(spec: &str, list: &str) -> Result<Vec<RulerTask>, EvalError> {
+    let mut tasks = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let Some(task) = RulerTask::from_name(name) else {
+            let known: Vec<&str> = RulerTask::ALL.iter().map(|t| t.name()).collect();
+            return Err(EvalError::InvalidSpec {
+                spec: spec.to_string(),
+                message: format!("unknown RULER task {name:?}; known: {}", known.join(", ")),
+            });
+        };
+        if tasks.contains(&task) {
+            return Err(EvalError::InvalidSpec {
+                spec: spec.to_string(),
+                message: format!("RULER task {name:?} named twice"),
+            });
+        }
+        tasks.push(task);
+    }
+    Ok(tasks)
 }
 
 /// Splits `LIST/N` into the list and `N` (at least `min`); `LIST` alone gives `None`.
@@ -141,6 +172,10 @@ impl fmt::Display for DatasetSpec {
                 write!(f, "ruler:{}", join(&cfg.lengths_tokens))?;
                 if cfg.samples_per_task != RulerConfig::default().samples_per_task {
                     write!(f, "/{}", cfg.samples_per_task)?;
+                }
+                if cfg.tasks != RulerTask::ALL {
+                    let names: Vec<&str> = cfg.tasks.iter().map(|t| t.name()).collect();
+                    write!(f, "@{}", names.join(","))?;
                 }
                 Ok(())
             }
@@ -223,6 +258,31 @@ mod tests {
         }
         assert_eq!(two.to_string(), "ruler:1024/2");
         assert!("ruler:1024/0".parse::<DatasetSpec>().is_err());
+        let vt: DatasetSpec = "ruler:1024/10@vt,niah_single".parse().unwrap();
+        match &vt {
+            DatasetSpec::Ruler(cfg) => {
+                assert_eq!(cfg.samples_per_task, 10);
+                assert_eq!(
+                    cfg.tasks,
+                    vec![RulerTask::VariableTracking, RulerTask::NiahSingle]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(vt.to_string(), "ruler:1024/10@vt,niah_single");
+        assert_eq!(
+            "ruler:1024@cwe".parse::<DatasetSpec>().unwrap().to_string(),
+            "ruler:1024@cwe"
+        );
+        for bad in ["ruler:1024/2@", "ruler:1024/2@vt,vt", "ruler:1024@qa"] {
+            let err = bad.parse::<DatasetSpec>().unwrap_err();
+            assert_eq!(err.kind(), "invalid_spec", "{bad}");
+        }
+        assert!("ruler:1024@qa"
+            .parse::<DatasetSpec>()
+            .unwrap_err()
+            .to_string()
+            .contains("niah_single"));
         let ruler: DatasetSpec = "ruler".parse().unwrap();
         assert_eq!(ruler.to_string().parse::<DatasetSpec>().unwrap(), ruler);
         assert_eq!(

@@ -22,6 +22,10 @@ impl Selector for A3 {
         true
     }
 
+    fn takes_hybrid_weight(&self) -> bool {
+        true
+    }
+
     fn needs_cached_v(&self, params: &FusionParams) -> bool {
         params.hybrid_weight.is_some()
     }

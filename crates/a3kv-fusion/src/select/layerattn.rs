@@ -1,4 +1,5 @@
-//! `layerattn`, `layerattn_vdev`, `layerattn_kdev`, `headattn_vdev` and `headattn_kdev`: the
+//! `layerattn`, `layerattn_vdev`, `layerattn_kdev`, `headattn`, `headattn_vdev` and
+//! `headattn_kdev`: the
 //! question's relevance measured at every layer instead of the check layer alone (ProphetKV's
 //! "layer-wise attention", issue #16). Before the check layer scores, the question rows run
 //! alone through every layer over the reused cache (what `reuse` computes: the cached rows
@@ -13,9 +14,11 @@
 //! the query heads of a KV head summed, one softmax over the concatenated heads);
 //! `headattn…` take each query head's own attention, as the layer computes it
 //! ([`PassRelevance::PerHead`]), summed over the heads: a head that reads a row sharply
-//! counts fully even where the summed query blurs it. `layerattn` ranks by the average alone;
+//! counts fully even where the summed query blurs it. `layerattn` and `headattn` rank by the
+//! average alone;
 //! `_vdev` mixes it equally with CacheBlend's V deviation (the hybrid with deep relevance),
-//! `_kdev` with the K deviation (`kdev` with deep relevance).
+//! `_kdev` with the K deviation (`kdev` with deep relevance); `hybrid_weight` sets the
+//! relevance's share of the mix instead of one half.
 
 use a3kv_model::kernels::cpu::softmax_mass::add_leading_softmax;
 use a3kv_model::{Model, Tensor};
@@ -80,6 +83,13 @@ pub static LAYERATTN_KDEV: LayerAttn = LayerAttn {
     relevance: PassRelevance::Summed,
 };
 
+/// `headattn`: `layerattn` with each head's own attention.
+pub static HEADATTN: LayerAttn = LayerAttn {
+    name: "headattn",
+    staleness: Staleness::None,
+    relevance: PassRelevance::PerHead,
+};
+
 /// `headattn_vdev`: `layerattn_vdev` with each head's own attention.
 pub static HEADATTN_VDEV: LayerAttn = LayerAttn {
     name: "headattn_vdev",
@@ -103,6 +113,10 @@ impl Selector for LayerAttn {
         true
     }
 
+    fn takes_hybrid_weight(&self) -> bool {
+        self.staleness != Staleness::None
+    }
+
     fn needs_cached_v(&self, _params: &FusionParams) -> bool {
         self.staleness != Staleness::None
     }
@@ -118,7 +132,7 @@ impl Selector for LayerAttn {
     fn scores_and_mass(
         &self,
         input: &ScoreInput<'_>,
-        _params: &FusionParams,
+        params: &FusionParams,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let relevance = input
             .question_profile
@@ -139,7 +153,11 @@ impl Selector for LayerAttn {
             _ => return Ok((relevance.clone(), Some(relevance))),
         };
         Ok((
-            hybrid_scores(&relevance, &staleness, EQUAL_MIX),
+            hybrid_scores(
+                &relevance,
+                &staleness,
+                params.hybrid_weight.unwrap_or(EQUAL_MIX),
+            ),
             Some(relevance),
         ))
     }
@@ -410,6 +428,7 @@ mod tests {
             "layerattn",
             "layerattn_vdev",
             "layerattn_kdev",
+            "headattn",
             "headattn_vdev",
             "headattn_kdev",
         ] {
@@ -422,5 +441,61 @@ mod tests {
                 "{name}: pass not costed"
             );
         }
+    }
+
+    /// Every variant is exact at r = 1 and keeps its budget, sinks included.
+    #[test]
+    fn every_variant_is_exact_at_full_budget() {
+        for name in [
+            "layerattn",
+            "layerattn_vdev",
+            "layerattn_kdev",
+            "headattn",
+            "headattn_vdev",
+            "headattn_kdev",
+        ] {
+            crate::select::checks::scoring_selector_is_exact_at_full_budget_and_keeps_the_budget(
+                name,
+            );
+        }
+    }
+
+    /// `hybrid_weight` is the relevance's share of a mix: 1 ranks by the relevance alone
+    /// (the rows `headattn` picks), 0.5 is the default, and only the mixes take it.
+    #[test]
+    fn the_hybrid_weight_is_the_relevance_share() {
+        let model = tiny_model(Family::Qwen2, 5).unwrap();
+        let chunks: Vec<Vec<u32>> = vec![(1..30).collect(), (30..61).collect()];
+        let prompt = RagPrompt::from_ids(&[3, 4, 5], &chunks, &[7, 8, 9, 10, 11]).unwrap();
+        let cached: Vec<_> = chunks
+            .iter()
+            .map(|c| precompute_chunk(&model, c, None).unwrap())
+            .collect();
+        let rows = |name: &str, w: Option<f32>| {
+            let params = FusionParams {
+                method: name.parse::<Method>().unwrap(),
+                hybrid_weight: w,
+                budget: crate::Budget::Ratio(0.2),
+                ..FusionParams::default()
+            };
+            let out = fused_prefill(&model, &prompt, None, &cached, &params, true).unwrap();
+            assert_eq!(out.report.hybrid_weight, w, "{name}");
+            out.report.selected_positions.unwrap()
+        };
+        for (mix, alone) in [
+            ("headattn_kdev", "headattn"),
+            ("layerattn_vdev", "layerattn"),
+        ] {
+            assert_eq!(rows(mix, Some(1.0)), rows(alone, None), "{mix}");
+            assert_eq!(rows(mix, Some(0.5)), rows(mix, None), "{mix}");
+        }
+        let takes = |name: &str| {
+            name.parse::<Method>()
+                .unwrap()
+                .selector()
+                .takes_hybrid_weight()
+        };
+        assert!(takes("a3") && takes("headattn_vdev") && takes("layerattn_kdev"));
+        assert!(!takes("headattn") && !takes("layerattn") && !takes("cacheblend"));
     }
 }

@@ -124,6 +124,13 @@ pub trait Selector: Sync {
         false
     }
 
+    /// Whether the selector mixes a question relevance with a staleness and takes
+    /// `hybrid_weight` as the relevance's share (`a3` with a weight, the `_vdev`/`_kdev`
+    /// deep-relevance mixes); the others refuse the option.
+    fn takes_hybrid_weight(&self) -> bool {
+        false
+    }
+
     /// Which attention the question pass measures, when [`Selector::scores_and_mass`] reads
     /// its layer-averaged relevance ([`ScoreInput::question_profile`]); `None`: no pass. With
     /// a pass the fused prefill reads every cached layer before it selects.
@@ -195,6 +202,7 @@ pub static REGISTRY: &[&dyn Selector] = &[
     &layerattn::LAYERATTN,
     &layerattn::LAYERATTN_VDEV,
     &layerattn::LAYERATTN_KDEV,
+    &layerattn::HEADATTN,
     &layerattn::HEADATTN_VDEV,
     &layerattn::HEADATTN_KDEV,
 ];

@@ -65,6 +65,11 @@ impl RulerTask {
             RulerTask::FrequentWords => "fwe",
         }
     }
+
+    /// The task called `name` (as [`RulerTask::name`] writes it), if any.
+    pub fn from_name(name: &str) -> Option<RulerTask> {
+        RulerTask::ALL.into_iter().find(|task| task.name() == name)
+    }
 }
 
 /// What to generate. Items come out sample-major, then length, then task, so a `limit`
@@ -309,6 +314,27 @@ mod tests {
                 .all(|d| whitespace_tokens(&d.text) <= 256));
             assert_eq!(item.scorer, ScorerKind::MatchAll);
         }
+    }
+
+    #[test]
+    fn a_task_subset_gives_the_same_items_as_the_full_list() {
+        let count = whitespace_tokens;
+        let all = generate(&small_cfg(), 5, None, &count).unwrap();
+        let subset_cfg = RulerConfig {
+            tasks: vec![RulerTask::VariableTracking, RulerTask::NiahSingle],
+            ..small_cfg()
+        };
+        let subset = generate(&subset_cfg, 5, None, &count).unwrap();
+        assert_eq!(subset.len(), 3 * 2 * 2);
+        for item in &subset {
+            let twin = all.iter().find(|a| a.id == item.id).expect("same id");
+            assert_eq!(item, twin);
+        }
+        assert_eq!(
+            RulerTask::from_name("vt"),
+            Some(RulerTask::VariableTracking)
+        );
+        assert_eq!(RulerTask::from_name("qa"), None);
     }
 
     #[test]
