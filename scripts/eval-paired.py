@@ -3,11 +3,16 @@
 paired comparisons against a baseline method (default cacheblend): the share of items where the
 method's KL is lower, and the mean paired difference with its standard error.
 
-Usage: scripts/eval-paired.py RESULTS.json [--baseline METHOD_PREFIX] [--markdown]
+Usage: scripts/eval-paired.py RESULTS.json [MORE.json ...] [--baseline METHOD_PREFIX] [--markdown]
 Methods are matched by the `method` label the eval writes (e.g. `cacheblend(recompute_ratio=0.15)`);
 --baseline takes a prefix of it. Items where either run failed are left out of a pair.
+Several files (gzipped or not) are joined by item: a new method measured in one run is paired with
+a baseline stored from another run of the same items. Their `full` runs must give the same first
+token on every shared item (the KLs would otherwise be against different references); a method
+measured in two files keeps the first file's runs.
 """
 import argparse
+import gzip
 import json
 import math
 import statistics
@@ -21,15 +26,28 @@ def mean_se(xs):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("results")
+    ap.add_argument("results", nargs="+")
     ap.add_argument("--baseline", default="cacheblend")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
-    d = json.load(open(a.results))
-    by = {}
-    for r in d["runs"]:
-        if r.get("error") is None and r.get("kl_vs_full") is not None:
-            by.setdefault(r["method"], {})[r["item_id"]] = r
+    by, order, full_first = {}, [], {}
+    for path in a.results:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt") as f:
+            d = json.load(f)
+        seen = set(by)
+        for r in d["runs"]:
+            if r["method"] == "full" and r.get("error") is None:
+                token = (r.get("output_ids") or [None])[0]
+                old = full_first.setdefault(r["item_id"], token)
+                if old != token:
+                    raise SystemExit(f"{path}: full's first token on item {r['item_id']} "
+                                     f"differs from an earlier file's ({token!r} vs {old!r})")
+            if r["method"] in seen:
+                continue
+            if r.get("error") is None and r.get("kl_vs_full") is not None:
+                by.setdefault(r["method"], {})[r["item_id"]] = r
+        order += [s["method"] for s in d["summary"] if s["method"] not in order]
     base = [m for m in by if m.startswith(a.baseline)]
     if not base:
         raise SystemExit(f"no method starting with {a.baseline!r}: {sorted(by)}")
@@ -38,7 +56,7 @@ def main():
             "answer = full", "answer F1 vs full", f"lower KL than {a.baseline}",
             f"Δ vs {a.baseline} ± s.e."]
     rows = []
-    for method in [s["method"] for s in d["summary"]]:
+    for method in order:
         runs = by.get(method)
         if not runs:
             continue

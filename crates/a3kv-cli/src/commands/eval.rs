@@ -29,11 +29,12 @@ pub struct EvalArgs {
     /// set needs).
     #[command(flatten)]
     pub served: crate::served::ServedArgs,
-    /// Data set: hotpotqa, needle[:LEN,..[/DEPTHS]], ruler[:LEN,..[/PER_TASK]], jsonl:PATH.
+    /// Data set: hotpotqa, needle[:LEN,..[/DEPTHS]], ruler[:LEN,..[/PER_TASK][@TASK,..]]
+    /// (e.g. `ruler:1024/10@vt` for variable tracking alone), jsonl:PATH.
     #[arg(long, default_value = "hotpotqa")]
     pub dataset: String,
     /// Methods, comma separated; each `name[:key=value;...]` with keys r (ratio),
-    /// tokens (budget), sink (sink tokens), hybrid (A^3 weight), m (EPIC tokens).
+    /// tokens (budget), sink (sink tokens), hybrid (the relevance's weight in a3 and the deep-relevance mixes), m (EPIC tokens).
     #[arg(
         long,
         value_delimiter = ',',

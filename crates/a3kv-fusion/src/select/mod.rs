@@ -11,7 +11,8 @@
 //! `progressive` (a larger candidate set narrowed at a deeper layer, [`Selector::stage`]);
 //! the K-deviation family (`kvdev`, `kdev`, …); and `layerattn…` and `headattn…`, which
 //! measure the question's relevance at every layer of a question-only pass over the reused
-//! cache ([`Selector::question_pass_relevance`]).
+//! cache ([`Selector::question_pass_relevance`]); `headattn_union` merges that relevance's
+//! top rows with the top of its mix with the V deviation.
 
 mod a3;
 mod cacheblend;
@@ -25,6 +26,7 @@ mod product;
 mod progressive;
 mod rank;
 mod reuse;
+mod union;
 mod window;
 
 use a3kv_model::Tensor;
@@ -205,6 +207,7 @@ pub static REGISTRY: &[&dyn Selector] = &[
     &layerattn::HEADATTN,
     &layerattn::HEADATTN_VDEV,
     &layerattn::HEADATTN_KDEV,
+    &union::HEADATTN_UNION,
 ];
 
 /// A registered selection method, named as in [`REGISTRY`]. Serialised as its name.
