@@ -208,6 +208,7 @@ pub static REGISTRY: &[&dyn Selector] = &[
     &layerattn::HEADATTN_VDEV,
     &layerattn::HEADATTN_KDEV,
     &union::HEADATTN_UNION,
+    &rank::HEADATTN_RANK,
 ];
 
 /// A registered selection method, named as in [`REGISTRY`]. Serialised as its name.

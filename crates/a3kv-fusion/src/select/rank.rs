@@ -3,19 +3,33 @@
 //! `1/(60 + rank_a3) + 1/(60 + rank_dev)`. The hybrid's normalised sum depends on how
 //! concentrated each score is on a given prompt (a few stale chunk-start rows can hold most
 //! of the deviation mass); ranks do not, so the mix is the same on every data set.
+//! `headattn_rank` fuses the per-head deep relevance of `headattn` (a question pass over
+//! every layer) with the V deviation the same way.
 
+use super::cacheblend::v_deviation;
 use super::hybrid::a3_and_deviation;
-use super::{ScoreInput, Selector};
+use super::{PassRelevance, ScoreInput, Selector};
 use crate::selection::FusionParams;
-use crate::Result;
+use crate::{FusionError, Result};
 
-/// Reciprocal rank fusion of A^3 and CacheBlend.
+/// Reciprocal rank fusion of a question relevance and CacheBlend's deviation.
 pub struct Rank {
     name: &'static str,
+    /// The relevance: A^3's score at the check layer (`None`) or a question pass's.
+    pass: Option<PassRelevance>,
 }
 
-/// The registered rank fusion.
-pub static RANK: Rank = Rank { name: "rank" };
+/// The registered rank fusion of A^3 and CacheBlend.
+pub static RANK: Rank = Rank {
+    name: "rank",
+    pass: None,
+};
+
+/// The rank fusion of `headattn`'s per-head deep relevance and CacheBlend.
+pub static HEADATTN_RANK: Rank = Rank {
+    name: "headattn_rank",
+    pass: Some(PassRelevance::PerHead),
+};
 
 /// The usual reciprocal-rank-fusion constant.
 const RRF_K: f32 = 60.0;
@@ -33,12 +47,31 @@ impl Selector for Rank {
         true
     }
 
+    fn question_pass_relevance(&self, _params: &FusionParams) -> Option<PassRelevance> {
+        self.pass
+    }
+
     fn scores_and_mass(
         &self,
         input: &ScoreInput<'_>,
         params: &FusionParams,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let (a3, dev) = a3_and_deviation(input, params)?;
+        let (a3, dev) = match (self.pass, input.v_cached) {
+            (None, _) => a3_and_deviation(input, params)?,
+            (Some(_), None) => return Ok((Vec::new(), None)),
+            (Some(_), Some(v_cached)) => {
+                let relevance = input.question_profile.ok_or_else(|| {
+                    FusionError::InvalidParameter(format!(
+                        "{} ran without its question pass",
+                        self.name
+                    ))
+                })?;
+                (
+                    relevance.to_vec(),
+                    v_deviation(input.v_fresh, v_cached, input.prompt)?,
+                )
+            }
+        };
         let (ra, rd) = (ranks(&a3), ranks(&dev));
         let s = ra
             .iter()
@@ -76,6 +109,10 @@ mod tests {
 
     #[test]
     fn on_a_tiny_model_it_is_exact_at_full_budget_and_keeps_the_budget() {
-        super::super::checks::scoring_selector_is_exact_at_full_budget_and_keeps_the_budget("rank");
+        for name in ["rank", "headattn_rank"] {
+            super::super::checks::scoring_selector_is_exact_at_full_budget_and_keeps_the_budget(
+                name,
+            );
+        }
     }
 }
